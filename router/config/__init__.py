@@ -1,0 +1,284 @@
+"""The router's configuration: one closed, typed model loaded from YAML, with every problem reported.
+
+``load_config`` parses and validates a file and raises ``ConfigError`` listing each problem with its
+file, line, key path, the value found and what was expected. Secrets are checked separately by
+``resolve_secrets`` because ``falco-router check`` can run where the secrets are not mounted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from router.config.base import SecretRef, StrictModel
+from router.config.ingest import GrpcIngestConfig, HttpIngestConfig
+from router.config.outputs import OutputConfig
+from router.config.routes import RouteConfig
+
+_OUTPUT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+class IngestConfig(StrictModel):
+    """Where alerts come in."""
+
+    http: HttpIngestConfig = Field(default_factory=HttpIngestConfig, description="Falco http_output ingest.")
+    grpc: GrpcIngestConfig = Field(default_factory=GrpcIngestConfig, description="Falco gRPC output ingest.")
+
+
+class LogConfig(StrictModel):
+    """The router's own logs (structured, one JSON object per line on stderr)."""
+
+    level: str = Field(default="info", pattern="^(debug|info|warning|error)$", description="Lowest level written.")
+    format: str = Field(default="json", pattern="^(json|console)$", description="json for machines, console for people.")
+
+
+class RouterConfig(StrictModel):
+    """The whole configuration of one falco-router process."""
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="Inputs.")
+    outputs: dict[str, OutputConfig] = Field(min_length=1, description="Named outputs.")
+    routes: list[RouteConfig] = Field(min_length=1, description="Routes from alerts to outputs.")
+    log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+
+    @model_validator(mode="after")
+    def _references(self) -> RouterConfig:
+        problems: list[str] = []
+        for name in self.outputs:
+            if not _OUTPUT_NAME.fullmatch(name):
+                problems.append(f"output name {name!r} must be lower-case letters, digits, '-' or '_' (at most 63)")
+        seen: set[str] = set()
+        for index, route in enumerate(self.routes):
+            if route.name in seen:
+                problems.append(f"routes.{index}.name {route.name!r} is used by another route; route names must be unique")
+            seen.add(route.name)
+            for output in route.outputs:
+                if output not in self.outputs:
+                    problems.append(
+                        f"routes.{index}.outputs names {output!r}, which is not an output; "
+                        f"defined outputs: {', '.join(sorted(self.outputs))}"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+DEFAULT_CONFIG_YAML = """\
+# The embedded default: HTTP ingest on 127.0.0.1:2801, every alert to stdout as one JSON line.
+ingest:
+  http:
+    listen: 127.0.0.1:2801
+outputs:
+  stdout:
+    type: stdout
+routes:
+  - name: everything
+    outputs: [stdout]
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config: where, the value found, and what was expected."""
+
+    path: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    value: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file and self.line else (f"{self.file}: " if self.file else "")
+        found = f" (found {self.value})" if self.value is not None else ""
+        key = self.path or "<top level>"
+        return f"{where}{key}: {self.message}{found}"
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``problems`` lists every problem found, not only the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_config(path: Path | None) -> RouterConfig:
+    """Load and validate the config file at ``path``, or the embedded default when ``path`` is None."""
+    if path is None:
+        return parse_config(DEFAULT_CONFIG_YAML, "<embedded default>")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(path="", message=f"cannot read the config file: {exc}", file=str(path))]) from exc
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, filename: str) -> RouterConfig:
+    """Validate YAML config text; ``filename`` is used in problem reports."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(path="", message=f"invalid YAML: {reason}", file=filename, line=line)]) from exc
+
+    lines: dict[tuple[str, ...], int] = {}
+    problems: list[Problem] = []
+    if root is not None:
+        _index_lines(root, (), lines, problems, filename)
+    data = yaml.safe_load(text) if root is not None else None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(Problem(path="", message="the config must be a YAML mapping", file=filename, line=1))
+        raise ConfigError(problems)
+
+    try:
+        config = RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc, lines, filename))
+        # The cross-reference check in RouterConfig runs only once every field is valid; repeat it on
+        # the raw data so a bad output name is reported together with the other problems.
+        reported = {p.path for p in problems}
+        for problem in _dangling_outputs(data, lines, filename):
+            if problem.path not in reported:
+                problems.append(problem)
+        raise ConfigError(problems) from exc
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def iter_secrets(value: Any, path: str = "") -> Iterator[tuple[str, SecretRef]]:
+    """Yield every secret reference in a config model, with its key path."""
+    if isinstance(value, SecretRef):
+        yield path, value
+    elif isinstance(value, StrictModel):
+        for name in type(value).model_fields:
+            yield from iter_secrets(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from iter_secrets(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from iter_secrets(item, f"{path}.{index}")
+
+
+def resolve_secrets(config: RouterConfig) -> list[Problem]:
+    """Check that every secret the config names can be read; return a problem for each that cannot."""
+    problems = []
+    for path, secret in iter_secrets(config):
+        try:
+            secret.reveal()
+        except LookupError as exc:
+            problems.append(Problem(path=path, message=str(exc)))
+    return problems
+
+
+def _index_lines(
+    node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], problems: list[Problem], filename: str
+) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                problems.append(
+                    Problem(
+                        path=".".join((*path, key)),
+                        message="key appears twice in the same mapping; remove one",
+                        file=filename,
+                        line=key_node.start_mark.line + 1,
+                    )
+                )
+            seen.add(key)
+            _index_lines(value_node, (*path, key), lines, problems, filename)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*path, str(index)), lines, problems, filename)
+
+
+def _problems_from(exc: ValidationError, lines: dict[tuple[str, ...], int], filename: str) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        # Discriminated unions add the chosen tag (such as "kafka") to the location; drop path parts
+        # that are not keys in the file.
+        loc = [str(part) for part in error["loc"]]
+        path = _file_path(loc, lines)
+        line = lines.get(tuple(path)) or _nearest_line(path, lines)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; check the spelling against the documented settings"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        secret = any(part in _SECRET_KEYS for part in path) or "a secret must not be written" in message
+        value = None if secret else _show(error.get("input"), error["type"])
+        problems.append(Problem(path=".".join(path), message=message, file=filename, line=line, value=value))
+    return problems
+
+
+def _dangling_outputs(data: dict[str, Any], lines: dict[tuple[str, ...], int], filename: str) -> list[Problem]:
+    outputs = data.get("outputs")
+    routes = data.get("routes")
+    if not isinstance(outputs, dict) or not isinstance(routes, list):
+        return []
+    problems = []
+    for index, route in enumerate(routes):
+        names = route.get("outputs") if isinstance(route, dict) else None
+        if not isinstance(names, list):
+            continue
+        for position, name in enumerate(names):
+            if isinstance(name, str) and name not in outputs:
+                path = ("routes", str(index), "outputs", str(position))
+                problems.append(
+                    Problem(
+                        path=".".join(path[:3]),
+                        message=f"names {name!r}, which is not an output; defined outputs: {', '.join(sorted(map(str, outputs)))}",
+                        file=filename,
+                        line=lines.get(path),
+                    )
+                )
+    return problems
+
+
+_SECRET_KEYS = frozenset({"token", "password", "webhook_url", "secret_headers"})
+
+
+def _file_path(loc: list[str], lines: dict[tuple[str, ...], int]) -> list[str]:
+    path: list[str] = []
+    for part in loc:
+        candidate = (*path, part)
+        if candidate in lines or not lines:
+            path.append(part)
+        elif part in {"stdout", "file", "kafka", "slack", "webhook"} or part.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            path.append(part)
+    return path
+
+
+def _nearest_line(path: list[str], lines: dict[tuple[str, ...], int]) -> int | None:
+    for end in range(len(path), -1, -1):
+        line = lines.get(tuple(path[:end]))
+        if line is not None:
+            return line
+    return None
+
+
+def _show(value: Any, error_type: str) -> str | None:
+    # Values of secret keys never reach this point (SecretRef rejects literals before echoing them),
+    # but a whole mapping could contain one, so mappings and lists are summarised, not printed.
+    if error_type == "missing" or isinstance(value, dict):
+        return None
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

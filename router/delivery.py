@@ -1,0 +1,144 @@
+"""The delivery loop of one output: take alerts from its queue, send, retry with backoff, give up loudly.
+
+This is the one place that logs and counts a failed delivery. Retries go to the head of the queue, so
+alerts leave in the order they arrived and a dead endpoint gets one probe per backoff interval rather
+than a request per alert (the loop is the output's circuit breaker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from router.health import Health
+from router.logs import get_logger
+from router.metrics import Metrics
+from router.outputs.base import DeliveryError, Output, RetriableError
+from router.queue import Delivery, OutputQueue
+
+# Upper bound on a Retry-After we honour, so a wrong header cannot park an output for hours.
+MAX_RETRY_AFTER_S = 600.0
+# Safety net over the output's own timeouts: one attempt never blocks the loop longer than this.
+ATTEMPT_TIMEOUT_S = 120.0
+
+
+def backoff_delay(failures: int, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Return the delay before retry number ``failures`` (1-based): exponential, capped, jittered.
+
+    The jitter keeps between half and all of the exponential delay, so routers restarted together do
+    not retry in lockstep.
+    """
+    exponential = min(max_s, initial_s * (2 ** min(failures - 1, 30)))
+    return exponential * rng.uniform(0.5, 1.0)
+
+
+class OutputWorker:
+    """Runs the delivery loop of one output."""
+
+    def __init__(self, output: Output, queue: OutputQueue, retry: Any, metrics: Metrics, health: Health) -> None:
+        self.output = output
+        self.queue = queue
+        self.retry = retry
+        self.metrics = metrics
+        self.health = health
+        self.log = get_logger(f"output.{output.type_name}").bind(output=output.name)
+        self._rng = random.Random()
+        self._failures = 0
+        self.health.set(self._component, "ok")
+        self.metrics.output_up.labels(output.name).set(1)
+
+    @property
+    def _component(self) -> str:
+        return f"output.{self.output.name}"
+
+    async def run(self) -> None:
+        """Deliver forever; cancelled by the app on shutdown."""
+        while True:
+            batch = await self.queue.get_batch(self.output.max_batch)
+            await self._deliver(batch)
+            self._update_gauges()
+
+    async def _deliver(self, batch: list[Delivery]) -> None:
+        pending = batch
+        while pending:
+            results = await self._attempt(pending)
+            finished: list[Delivery] = []
+            retry: list[Delivery] = []
+            retry_after = 0.0
+            for delivery, error in zip(pending, results, strict=True):
+                delivery.attempts += 1
+                if error is None:
+                    self._delivered(delivery)
+                    finished.append(delivery)
+                elif not error.retriable:
+                    self._give_up(delivery, error.reason, error)
+                    finished.append(delivery)
+                elif self._exhausted(delivery):
+                    self._give_up(delivery, "retries_exhausted", error)
+                    finished.append(delivery)
+                else:
+                    delivery.last_reason = error.reason
+                    retry.append(delivery)
+                    retry_after = max(retry_after, error.retry_after_s or 0.0)
+                    self.metrics.retries.labels(self.output.name, error.reason).inc()
+            self.queue.done(finished)
+            if not retry:
+                if self._failures:
+                    self.log.info("output_recovered", after_failures=self._failures)
+                self._failures = 0
+                self.health.set(self._component, "ok")
+                self.metrics.output_up.labels(self.output.name).set(1)
+                return
+            self._failures += 1
+            delay = backoff_delay(self._failures, self.retry.initial_backoff_s, self.retry.max_backoff_s, self._rng)
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+            first = retry[0]
+            self.log.warning(
+                "delivery_retry",
+                reason=first.last_reason,
+                alerts=len(retry),
+                attempt=first.attempts,
+                retry_in_s=round(delay, 3),
+                alert_id=first.event.id,
+            )
+            self.health.set(self._component, "failing", first.last_reason, retry_in_s=round(delay, 3))
+            self.metrics.output_up.labels(self.output.name).set(0)
+            self._update_gauges()
+            await asyncio.sleep(delay)
+            pending = retry
+
+    async def _attempt(self, pending: list[Delivery]) -> list[DeliveryError | None]:
+        events = [d.event for d in pending]
+        try:
+            async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
+                return await self.output.send_batch(events)
+        except TimeoutError:
+            return [RetriableError("timeout", f"no answer within {ATTEMPT_TIMEOUT_S:.0f} s")] * len(pending)
+
+    def _exhausted(self, delivery: Delivery) -> bool:
+        age_s = (time.time_ns() - delivery.event.received_ns) / 1e9
+        return delivery.attempts >= self.retry.max_attempts or age_s >= self.retry.max_age_s
+
+    def _delivered(self, delivery: Delivery) -> None:
+        self.metrics.delivered.labels(self.output.name).inc()
+        latency_s = (time.time_ns() - delivery.event.received_ns) / 1e9
+        self.metrics.delivery_latency.labels(self.output.name).observe(max(latency_s, 0.0))
+
+    def _give_up(self, delivery: Delivery, reason: str, error: DeliveryError) -> None:
+        self.metrics.lost.labels(self.output.name, reason).inc()
+        self.log.error(
+            "alert_lost",
+            reason=reason,
+            error=str(error),
+            attempts=delivery.attempts,
+            alert_id=delivery.event.id,
+            rule=delivery.event.rule,
+        )
+
+    def _update_gauges(self) -> None:
+        self.metrics.queue_depth.labels(self.output.name).set(self.queue.depth())
+        oldest = self.queue.oldest_ns()
+        age = (time.time_ns() - oldest) / 1e9 if oldest else 0.0
+        self.metrics.oldest_age.labels(self.output.name).set(max(age, 0.0))

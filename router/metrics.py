@@ -1,0 +1,83 @@
+"""Prometheus metrics of one router process, kept in their own registry.
+
+Label values are bounded: output and route names come from the config, reasons from fixed sets in the
+code. Rule names, pod names and command lines never become labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+PREFIX = "falco_router"
+
+
+class Metrics:
+    """Every metric the router exports; one instance per process (tests run several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.alerts_received = Counter(
+            f"{PREFIX}_alerts_received", "Alerts accepted by an ingest.", ["transport"], registry=r
+        )
+        self.alerts_rejected = Counter(
+            f"{PREFIX}_alerts_rejected", "Requests or alerts rejected by an ingest.", ["transport", "reason"], registry=r
+        )
+        self.alerts_repaired = Counter(
+            f"{PREFIX}_alerts_repaired", "Alerts accepted after a documented repair.", ["reason"], registry=r
+        )
+        self.priority_unknown = Counter(
+            f"{PREFIX}_priority_unknown", "Alerts whose priority spelling is not a Falco priority (delivered, flagged).",
+            registry=r,
+        )
+        self.alerts_routed = Counter(f"{PREFIX}_alerts_routed", "Alerts matched by a route.", ["route"], registry=r)
+        self.alerts_unrouted = Counter(f"{PREFIX}_alerts_unrouted", "Alerts that matched no route.", registry=r)
+        self.delivered = Counter(f"{PREFIX}_output_delivered", "Alerts delivered by an output.", ["output"], registry=r)
+        self.retries = Counter(
+            f"{PREFIX}_output_retries", "Delivery attempts that failed and will be retried.", ["output", "reason"],
+            registry=r,
+        )
+        self.lost = Counter(
+            f"{PREFIX}_output_lost",
+            "Alerts an output gave up on (dead-lettered or dropped on overflow), by reason.",
+            ["output", "reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(f"{PREFIX}_output_queue_depth", "Alerts waiting in an output queue.", ["output"], registry=r)
+        self.oldest_age = Gauge(
+            f"{PREFIX}_output_oldest_undelivered_seconds", "Age of the oldest alert waiting in an output queue.",
+            ["output"], registry=r,
+        )
+        self.output_up = Gauge(
+            f"{PREFIX}_output_up", "1 while an output delivers, 0 while its deliveries fail.", ["output"], registry=r
+        )
+        self.ingest_connected = Gauge(
+            f"{PREFIX}_ingest_connected", "1 while a streaming ingest (gRPC) is connected.", ["transport"], registry=r
+        )
+        self.ingest_reconnects = Counter(
+            f"{PREFIX}_ingest_reconnects", "Reconnection attempts of a streaming ingest.", ["transport"], registry=r
+        )
+        self.delivery_latency = Histogram(
+            f"{PREFIX}_output_delivery_seconds",
+            "Time from ingest to successful delivery.",
+            ["output"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+
+    def sample(self, name: str, **labels: str) -> float:
+        """Return one sample's value (0 when absent), such as ``sample("output_delivered_total", output="siem")``."""
+        return self.registry.get_sample_value(f"{PREFIX}_{name}", labels) or 0.0
+
+    def sample_sum(self, name: str, **labels: str) -> float:
+        """Return the sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for metric in self.registry.collect():
+            for sample in metric.samples:
+                if sample.name == f"{PREFIX}_{name}" and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
+
+    def render(self) -> bytes:
+        """Return the metrics in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,21 @@
+"""``falco-router run``: start the daemon and serve until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+from router.app import RouterApp, StartupError
+from router.config import RouterConfig
+from router.logs import get_logger
+
+
+async def run_daemon(config: RouterConfig) -> int:
+    """Run the router until it is stopped; return the exit code."""
+    log = get_logger("app")
+    app = RouterApp(config)
+    try:
+        await app.start()
+    except StartupError as exc:
+        log.error("router_start_failed", error=str(exc))
+        await app.shutdown(grace_s=0)
+        return 1
+    app.install_signal_handlers()
+    return await app.run_until_stopped()

@@ -1,0 +1,140 @@
+"""HTTP ingest: the contract Falco's http_output and falcosidekick users already rely on.
+
+POST an alert (any path but the service paths) and get 200 with an empty body once it is queued, or
+400 with a one-line reason. Also ``/healthz``, ``/readyz``, ``/ping``, ``/metrics`` and ``POST /test``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from router.event import FLAG_UTF8_REPAIRED, Event, InvalidAlert, parse_alert
+from router.logs import get_logger
+from router.pipeline import Backpressure
+from router.sources.decode import decode_body
+
+if TYPE_CHECKING:
+    from router.config.ingest import HttpIngestConfig
+    from router.health import Health
+    from router.metrics import Metrics
+    from router.pipeline import Pipeline
+
+TRANSPORT = "http"
+
+
+class HttpIngest:
+    """The aiohttp application and server of the HTTP ingest."""
+
+    def __init__(self, config: HttpIngestConfig, pipeline: Pipeline, metrics: Metrics, health: Health) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.health = health
+        self.log = get_logger("ingest.http")
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def build_app(self) -> web.Application:
+        """Return the aiohttp application (also used directly by tests)."""
+        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/ping", self.ping)
+        app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_post("/test", self.test_alert)
+        app.router.add_post("/{path:.*}", self.receive)
+        return app
+
+    async def start(self) -> None:
+        """Start listening; raises ``OSError`` when the address is taken."""
+        from router.config.ingest import split_address
+
+        host, port = split_address(self.config.listen)
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        ssl_context = self.config.tls.ssl_context() if self.config.tls else None
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.health.set("ingest.http", "ok", listen=f"{host}:{self.port}")
+        self.log.info("ingest_started", listen=f"{host}:{self.port}", tls=self.config.tls is not None)
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def receive(self, request: web.Request) -> web.Response:
+        """Accept one alert, a JSON array of alerts or JSON lines; 200 once all are queued."""
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._reject("too_large", f"body is larger than {self.config.max_body_bytes} bytes", status=413)
+        try:
+            decoded = decode_body(body)
+            events = [parse_alert(doc, transport=TRANSPORT) for doc in decoded.documents]
+        except InvalidAlert as exc:
+            return self._reject("invalid", str(exc))
+        for repair in decoded.repairs:
+            self.metrics.alerts_repaired.labels(repair).inc(len(events))
+            for event in events:
+                event.flags.append(FLAG_UTF8_REPAIRED)
+        return self._accept(events)
+
+    async def test_alert(self, _request: web.Request) -> web.Response:
+        """Queue a synthetic alert so an operator can check the outputs end to end."""
+        now_ns = time.time_ns()
+        seconds, nanos = divmod(now_ns, 1_000_000_000)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+        event = parse_alert(
+            {
+                "output": "This is a test from falco-router",
+                "priority": "Debug",
+                "rule": "Test rule",
+                "source": "internal",
+                "time": stamp,
+                "output_fields": {"proc.name": "falco-router", "evt.time": now_ns},
+                "tags": ["test"],
+            },
+            transport=TRANSPORT,
+        )
+        return self._accept([event])
+
+    def _accept(self, events: list[Event]) -> web.Response:
+        try:
+            self.pipeline.submit(events)
+        except Backpressure as exc:
+            self.metrics.alerts_rejected.labels(TRANSPORT, "backpressure").inc(len(events))
+            return web.Response(status=503, text=f"{exc}; retry later\n", headers={"Retry-After": "1"})
+        self.metrics.alerts_received.labels(TRANSPORT).inc(len(events))
+        return web.Response(status=200)
+
+    def _reject(self, reason: str, message: str, status: int = 400) -> web.Response:
+        self.metrics.alerts_rejected.labels(TRANSPORT, reason).inc()
+        self.log.debug("alert_rejected", reason=reason, error=message)
+        return web.Response(status=status, text=message + "\n")
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """Liveness and detail: 200 while the process works, also when an output is degraded."""
+        return web.Response(body=orjson.dumps(self.health.to_dict()), content_type="application/json")
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        """Readiness: 503 while shutting down, so a Service stops sending alerts here."""
+        ready = self.health.accepting and self.pipeline.accepting
+        document: dict[str, Any] = {"ready": ready}
+        return web.Response(status=200 if ready else 503, body=orjson.dumps(document), content_type="application/json")
+
+    async def ping(self, _request: web.Request) -> web.Response:
+        """falcosidekick's legacy liveness path."""
+        return web.Response(text="pong\n")
+
+    async def metrics_page(self, _request: web.Request) -> web.Response:
+        """Prometheus metrics."""
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
