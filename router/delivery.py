@@ -31,7 +31,7 @@ def backoff_delay(failures: int, initial_s: float, max_s: float, rng: random.Ran
     not retry in lockstep.
     """
     exponential = min(max_s, initial_s * (2 ** min(failures - 1, 30)))
-    return exponential * rng.uniform(0.5, 1.0)
+    return float(exponential * rng.uniform(0.5, 1.0))
 
 
 class OutputWorker:
@@ -119,7 +119,7 @@ class OutputWorker:
 
     def _exhausted(self, delivery: Delivery) -> bool:
         age_s = (time.time_ns() - delivery.event.received_ns) / 1e9
-        return delivery.attempts >= self.retry.max_attempts or age_s >= self.retry.max_age_s
+        return bool(delivery.attempts >= self.retry.max_attempts or age_s >= self.retry.max_age_s)
 
     def _delivered(self, delivery: Delivery) -> None:
         self.metrics.delivered.labels(self.output.name).inc()

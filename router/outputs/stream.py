@@ -57,7 +57,7 @@ class FileOutput(Output):
 
     async def start(self) -> None:
         try:
-            self._file = open(self.config.path, "ab")  # noqa: SIM115 - kept open for the process lifetime
+            self._file = await asyncio.to_thread(self.config.path.open, "ab")
         except OSError as exc:
             raise OutputStartError(f"cannot open {self.config.path} for appending: {exc.strerror}") from exc
 

@@ -56,8 +56,8 @@ def decode_body(body: bytes) -> DecodedBody:
 
 def _decode_lines(body: bytes) -> list[Any]:
     documents = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        line = line.strip()
+    for number, raw_line in enumerate(body.split(b"\n"), start=1):
+        line = raw_line.strip()
         if not line:
             continue
         try:

@@ -1,0 +1,143 @@
+"""Config: closed models, every problem listed with file, line and key path, secrets never shown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from router.config import ConfigError, load_config, parse_config, resolve_secrets
+
+VALID = """
+outputs:
+  siem:
+    type: kafka
+    brokers: [127.0.0.1:9092]
+    topic: falco
+  soc:
+    type: slack
+    token: {env: TEST_SLACK_TOKEN}
+    channel: C0123
+  hook:
+    type: webhook
+    url: http://127.0.0.1:9/alerts
+routes:
+  - name: all-to-siem
+    outputs: [siem]
+  - name: urgent
+    min_priority: warning
+    outputs: [soc, hook]
+"""
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "router.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_embedded_default_routes_everything_to_stdout() -> None:
+    config = load_config(None)
+    assert config.ingest.http.listen == "127.0.0.1:2801"
+    assert config.outputs["stdout"].type == "stdout"
+    assert config.routes[0].outputs == ["stdout"]
+
+
+def test_valid_config_loads() -> None:
+    config = parse_config(VALID, "router.yaml")
+    assert sorted(config.outputs) == ["hook", "siem", "soc"]
+
+
+def test_kafka_defaults_are_safe() -> None:
+    kafka = parse_config(VALID, "router.yaml").outputs["siem"]
+    assert kafka.acks == "all"  # type: ignore[union-attr]
+    assert kafka.enable_idempotence is True  # type: ignore[union-attr]
+
+
+def test_every_problem_listed_with_line_and_path() -> None:
+    text = VALID.replace("topic: falco", "topik: falco").replace("min_priority: warning", "min_priority: loud")
+    text += "  - name: broken\n    outputs: [nowhere]\n"
+    problems = problems_of(text)
+    assert problems == [
+        "router.yaml:3: outputs.siem.topic: required key is missing",
+        "router.yaml:6: outputs.siem.topik: unknown key; check the spelling against the documented settings (found 'falco')",
+        "router.yaml:18: routes.1.min_priority: unknown priority 'loud': expected one of emergency, alert, critical,"
+        " error, warning, notice, informational, debug (found 'loud')",
+        "router.yaml:21: routes.2.outputs: names 'nowhere', which is not an output; defined outputs: hook, siem, soc",
+    ]
+
+
+def test_literal_secret_rejected_and_not_echoed() -> None:
+    problems = problems_of(VALID.replace("{env: TEST_SLACK_TOKEN}", "xoxb-0000-secret-value"))
+    assert any("a secret must not be written in the config" in p for p in problems)
+    assert not any("xoxb-0000-secret-value" in p for p in problems)
+
+
+def test_missing_secret_reported_by_name_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_SLACK_TOKEN", raising=False)
+    problems = resolve_secrets(parse_config(VALID, "router.yaml"))
+    assert [str(p) for p in problems] == ["outputs.soc.token: environment variable TEST_SLACK_TOKEN is not set or empty"]
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("xoxb-from-file\n")
+    config = parse_config(VALID.replace("{env: TEST_SLACK_TOKEN}", f"{{file: {secret}}}"), "router.yaml")
+    assert config.outputs["soc"].token.reveal() == "xoxb-from-file"  # type: ignore[union-attr]
+
+
+def test_duplicate_key_reported() -> None:
+    problems = problems_of(VALID.replace("    topic: falco\n", "    topic: falco\n    topic: other\n"))
+    assert any("outputs.siem.topic: key appears twice" in p for p in problems)
+
+
+def test_invalid_yaml_reports_line() -> None:
+    problems = problems_of("outputs:\n  a: [1, 2\nroutes: []\n")
+    assert problems[0].startswith("router.yaml:3: <top level>: invalid YAML")
+
+
+def test_idempotence_requires_acks_all() -> None:
+    problems = problems_of(VALID.replace("topic: falco", "topic: falco\n    acks: '1'"))
+    assert any("enable_idempotence requires acks: all" in p for p in problems)
+
+
+def test_slack_needs_a_channel_with_a_token() -> None:
+    problems = problems_of(VALID.replace("    channel: C0123\n", ""))
+    assert any("token needs a channel" in p for p in problems)
+
+
+def test_unknown_output_type_reported() -> None:
+    problems = problems_of(VALID.replace("type: webhook", "type: pagerduty"))
+    assert any("outputs.hook" in p and "pagerduty" in p for p in problems)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_check_command_accepts_valid_config(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(VALID)
+    result = run_cli("check", "--config", str(path), env={"TEST_SLACK_TOKEN": "xoxb-test", "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert "OK (3 outputs, 2 routes)" in result.stdout
+
+
+def test_check_command_lists_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(VALID.replace("topic: falco", "topik: falco").replace("{env: TEST_SLACK_TOKEN}", "xoxb-leak"))
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 1
+    assert "3 problem(s) found" in result.stderr
+    assert "xoxb-leak" not in result.stderr + result.stdout
+
+
+def test_check_command_reports_missing_secret(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(VALID)
+    result = run_cli("check", "--config", str(path), env={"PATH": ""})
+    assert result.returncode == 1
+    assert "environment variable TEST_SLACK_TOKEN is not set" in result.stderr
+    assert run_cli("check", "--config", str(path), "--skip-secrets", env={"PATH": ""}).returncode == 0

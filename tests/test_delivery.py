@@ -1,0 +1,121 @@
+"""The delivery loop: retries, Retry-After, dead letters, order, isolation between outputs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from structlog.testing import capture_logs
+
+from router.event import loads, parse_alert
+from router.outputs.base import PermanentError, RetriableError
+from tests.support.collect import CollectingOutput
+from tests.support.data import corpus_lines
+from tests.support.router import running_router
+
+TWO_OUTPUTS = """
+ingest:
+  http:
+    listen: 127.0.0.1:{port}
+outputs:
+  flaky:
+    type: stdout
+    retry: {initial_backoff_s: 0.01, max_backoff_s: 0.05, max_attempts: 4}
+  steady:
+    type: stdout
+routes:
+  - name: everything
+    outputs: [flaky, steady]
+"""
+
+
+def alerts(count: int) -> list:
+    lines = corpus_lines()
+    return [parse_alert(loads(lines[i % len(lines)])) for i in range(count)]
+
+
+async def test_retriable_failure_retried_until_delivered_once() -> None:
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.extend([RetriableError("http_503"), RetriableError("http_503")])
+    async with running_router(TWO_OUTPUTS, {"flaky": flaky, "steady": steady}) as app:
+        event = alerts(1)[0]
+        app.pipeline.submit([event])
+        await flaky.wait_for(1)
+    assert [e.id for e in flaky.events] == [event.id]
+    assert flaky.attempts == [event.id] * 3
+    assert app.metrics.sample("output_retries_total", output="flaky", reason="http_503") == 2
+
+
+async def test_permanent_failure_dead_lettered_without_retry() -> None:
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.append(PermanentError("http_400", "bad request"))
+    async with running_router(TWO_OUTPUTS, {"flaky": flaky, "steady": steady}) as app:
+        with capture_logs() as logs:
+            first, second = alerts(2)
+            app.pipeline.submit([first, second])
+            await flaky.wait_for(1)
+    assert [e.id for e in flaky.events] == [second.id]
+    assert flaky.attempts.count(first.id) == 1
+    assert app.metrics.sample("output_lost_total", output="flaky", reason="http_400") == 1
+    lost = [entry for entry in logs if entry["event"] == "alert_lost"]
+    assert len(lost) == 1
+    assert lost[0]["log_level"] == "error"
+    assert lost[0]["alert_id"] == first.id
+
+
+async def test_retries_exhausted_counted_as_lost() -> None:
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.extend([RetriableError("timeout")] * 4)
+    async with running_router(TWO_OUTPUTS, {"flaky": flaky, "steady": steady}) as app:
+        first, second = alerts(2)
+        app.pipeline.submit([first, second])
+        await flaky.wait_for(1)
+    assert flaky.attempts.count(first.id) == 4
+    assert app.metrics.sample("output_lost_total", output="flaky", reason="retries_exhausted") == 1
+
+
+async def test_retry_after_honoured() -> None:
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.append(RetriableError("rate_limited", retry_after_s=0.3))
+    async with running_router(TWO_OUTPUTS, {"flaky": flaky, "steady": steady}) as app:
+        with capture_logs() as logs:
+            app.pipeline.submit(alerts(1))
+            await flaky.wait_for(1)
+    retry = next(entry for entry in logs if entry["event"] == "delivery_retry")
+    assert retry["retry_in_s"] >= 0.3
+
+
+async def test_failing_output_does_not_delay_the_other() -> None:
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.extend([RetriableError("connection_refused")] * 3)
+    async with running_router(TWO_OUTPUTS, {"flaky": flaky, "steady": steady}) as app:
+        batch = alerts(20)
+        app.pipeline.submit(batch)
+        await steady.wait_for(20)
+        assert len(flaky.events) < 20
+        await flaky.wait_for(20)
+    assert [e.id for e in flaky.events] == [e.id for e in batch]
+
+
+async def test_order_kept_across_retries() -> None:
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.extend([RetriableError("http_503")] * 2)
+    async with running_router(TWO_OUTPUTS, {"flaky": flaky, "steady": steady}) as app:
+        batch = alerts(50)
+        for event in batch:
+            app.pipeline.submit([event])
+            await asyncio.sleep(0)
+        await flaky.wait_for(50)
+    assert [e.id for e in flaky.events] == [e.id for e in batch]
+
+
+async def test_health_reports_failing_output_then_recovers() -> None:
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.extend([RetriableError("http_503")] * 2)
+    async with running_router(TWO_OUTPUTS.replace("initial_backoff_s: 0.01", "initial_backoff_s: 0.2"), {"flaky": flaky, "steady": steady}) as app:
+        app.pipeline.submit(alerts(1))
+        async with asyncio.timeout(5):
+            while (health := app.health.get("output.flaky")) is None or health.status != "failing":
+                await asyncio.sleep(0.005)
+        assert app.health.status == "degraded"
+        await flaky.wait_for(1)
+        assert app.health.get("output.flaky").status == "ok"  # type: ignore[union-attr]
