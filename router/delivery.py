@@ -20,7 +20,7 @@ from router.queue import Delivery, OutputQueue
 
 # Upper bound on a Retry-After we honour, so a wrong header cannot park an output for hours.
 MAX_RETRY_AFTER_S = 600.0
-# Safety net over the output's own timeouts: one attempt never blocks the loop longer than this.
+# Safety net over the output's own timeouts: _attempt cancels an attempt that runs longer than this.
 ATTEMPT_TIMEOUT_S = 120.0
 
 
@@ -115,7 +115,7 @@ class OutputWorker:
             async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
                 return await self.output.send_batch(events)
         except TimeoutError:
-            return [RetriableError("timeout", f"no answer within {ATTEMPT_TIMEOUT_S:.0f} s")] * len(pending)
+            return [RetriableError("timeout", f"timed out after {ATTEMPT_TIMEOUT_S:.0f} s")] * len(pending)
 
     def _exhausted(self, delivery: Delivery) -> bool:
         age_s = (time.time_ns() - delivery.event.received_ns) / 1e9

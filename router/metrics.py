@@ -30,8 +30,10 @@ class Metrics:
             f"{PREFIX}_priority_unknown", "Alerts whose priority spelling is not a Falco priority (delivered, flagged).",
             registry=r,
         )
+
         self.alerts_routed = Counter(f"{PREFIX}_alerts_routed", "Alerts matched by a route.", ["route"], registry=r)
         self.alerts_unrouted = Counter(f"{PREFIX}_alerts_unrouted", "Alerts that matched no route.", registry=r)
+
         self.delivered = Counter(f"{PREFIX}_output_delivered", "Alerts delivered by an output.", ["output"], registry=r)
         self.retries = Counter(
             f"{PREFIX}_output_retries", "Delivery attempts that failed and will be retried.", ["output", "reason"],
@@ -51,6 +53,7 @@ class Metrics:
         self.output_up = Gauge(
             f"{PREFIX}_output_up", "1 while an output delivers, 0 while its deliveries fail.", ["output"], registry=r
         )
+
         self.ingest_connected = Gauge(
             f"{PREFIX}_ingest_connected", "1 while a streaming ingest (gRPC) is connected.", ["transport"], registry=r
         )

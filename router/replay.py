@@ -16,7 +16,7 @@ from router.pipeline import Backpressure
 
 @dataclass
 class ReplaySummary:
-    """What a replay read, skipped, rejected and delivered."""
+    """Counts of the alerts a replay read, skipped, rejected and delivered."""
 
     read: int = 0
     skipped: int = 0
