@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from router.app import RouterApp
-from tests.support.certs import TestPki, make_pki
+from tests.support.certs import Pki, make_pki
 from tests.support.collect import CollectingOutput
 from tests.support.data import corpus_lines
 from tests.support.router import running_router
@@ -31,7 +31,7 @@ routes:
 """
 
 
-def config(tmp_path: Path, mutual: bool) -> tuple[str, TestPki]:
+def config(tmp_path: Path, mutual: bool) -> tuple[str, Pki]:
     pki = make_pki(tmp_path)
     client_ca = f"client_ca_file: {pki.ca_cert}" if mutual else ""
     text = TLS_CONFIG % {"cert": pki.server.cert, "key": pki.server.key, "client_ca": client_ca}

@@ -22,7 +22,7 @@ class KeyPair:
 
 
 @dataclass(frozen=True)
-class TestPki:
+class Pki:
     """A CA with a server certificate valid for 127.0.0.1 and localhost, and a client certificate."""
 
     ca_cert: Path
@@ -69,7 +69,7 @@ def _issue(
     return pair
 
 
-def make_pki(directory: Path, prefix: str = "test") -> TestPki:
+def make_pki(directory: Path, prefix: str = "test") -> Pki:
     """Create a CA, a server and a client certificate under ``directory``."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
@@ -95,7 +95,7 @@ def make_pki(directory: Path, prefix: str = "test") -> TestPki:
     )
     ca_path = directory / f"{prefix}-ca.pem"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return TestPki(
+    return Pki(
         ca_cert=ca_path,
         server=_issue(directory, f"{prefix}-server", ca_name, ca_key, server=True),
         client=_issue(directory, f"{prefix}-client", ca_name, ca_key, server=False),
