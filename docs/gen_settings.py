@@ -78,7 +78,11 @@ def _children(path: str, model: type[BaseModel]) -> list[tuple[str, type[BaseMod
                 children.append((f"{child_path}.<name>", member, f"{child_path}.<name> with type: {kind}"))
             continue
         origin = typing.get_origin(annotation)
-        suffix = "[]" if origin is list else ".<name>" if origin is dict else ""
+        suffix = ""
+        if origin is list:
+            suffix = "[]"
+        elif origin is dict:
+            suffix = ".<name>"
         children.extend((child_path + suffix, child, child_path + suffix) for child in _models_in(annotation))
     return children
 
@@ -160,7 +164,11 @@ def _default(field: FieldInfo) -> str:
         value = field.default_factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
             return "(section defaults)"
-        return f"`{value!r}`" if value not in ({}, []) else ("`{}`" if value == {} else "`[]`")
+        if value == {}:
+            return "`{}`"
+        if value == []:
+            return "`[]`"
+        return f"`{value!r}`"
     if field.default is PydanticUndefined or field.default is None:
         return "null" if field.default is None else ""
     value = field.default
