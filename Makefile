@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench generate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check router tests
+	$(BIN)/ruff check router tests helm docs
 	$(BIN)/mypy router
+	$(BIN)/hadolint Dockerfile
+
+## generate: rewrite the files generated from the config model and the chart (tests fail while they are stale)
+generate: $(STAMP)
+	$(BIN)/python docs/gen_settings.py
+	$(BIN)/python helm/gen_schema.py
+	$(BIN)/python helm/gen_falco_values.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
