@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.resources
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ class TansuBroker:
     """One Tansu process listening on 127.0.0.1:port; can be stopped and started again on the same port."""
 
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    process: asyncio.subprocess.Process | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -60,20 +59,18 @@ class TansuBroker:
     async def start(self) -> None:
         """Start the broker and wait until it answers metadata requests."""
         url = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-                "--silent",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process = await asyncio.create_subprocess_exec(
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--silent",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         await self._wait_ready()
 
@@ -82,7 +79,7 @@ class TansuBroker:
         deadline = loop.time() + START_TIMEOUT_S
         while True:
             assert self.process is not None
-            if self.process.poll() is not None:
+            if self.process.returncode is not None:
                 raise RuntimeError(f"Tansu exited at start with code {self.process.returncode}")
             try:
                 _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -102,10 +99,11 @@ class TansuBroker:
         process, self.process = self.process, None
         process.terminate()
         try:
-            await asyncio.to_thread(process.wait, 10)
-        except subprocess.TimeoutExpired:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
             process.kill()
-            await asyncio.to_thread(process.wait)
+            await process.wait()
 
     async def create_topic(self, topic: str, partitions: int = 1) -> None:
         """Create a topic (a produce to a missing topic would be acknowledged and dropped)."""
@@ -128,7 +126,7 @@ class TansuBroker:
         try:
             partitions = consumer.partitions_for_topic(topic) or set()
             if not partitions:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata of a fresh topic
+                await consumer.topics()  # fetches fresh metadata, which a topic created just now needs
                 partitions = consumer.partitions_for_topic(topic) or set()
             assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
             consumer.assign(assigned)
