@@ -137,6 +137,13 @@ class WebhookOutputConfig(_OutputBase):
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Time limit for one request.")
     tls: TlsClientConfig | None = Field(default=None, description="TLS and mutual TLS to the endpoint.")
+    signing_key: SecretRef | None = Field(
+        default=None,
+        description=(
+            "HMAC-SHA256 key: when set, each request carries X-Falco-Router-Timestamp and "
+            "X-Falco-Router-Signature: sha256=<hex of HMAC(key, timestamp + '.' + body)>."
+        ),
+    )
 
 
 OutputConfig = Annotated[

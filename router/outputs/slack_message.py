@@ -4,8 +4,8 @@ Every value that comes from an alert is untrusted: ``&``, ``<`` and ``>`` are se
 and ``&gt;``, so text such as ``<!channel>``, ``<@U…>`` or ``<https://…|label>`` in an alert is shown
 as typed and never becomes a mention or a link. Values are also put in code spans, where Slack applies
 no ``*bold*``, ``_italic_`` or ``~strike~`` formatting. A backtick inside a value would end the code
-span, so it is shown as its look-alike U+02CB (modifier letter grave accent). Only the operator's configured ``mention`` is
-sent as written.
+span, so it is shown as its look-alike U+02CB (modifier letter grave accent). Only the operator's
+configured ``mention`` is sent as written.
 
 Slack limits kept (https://api.slack.com/reference/block-kit/blocks): section text ≤ 3000 characters,
 section field text ≤ 2000, at most 10 fields per section and 50 blocks per message. The router also
