@@ -77,7 +77,9 @@ class KafkaOutputConfig(_OutputBase):
     request_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        description="Time limit for producing one batch of alerts, acknowledgements included, and for connecting at start.",
+        description=(
+            "Time limit for producing one batch of alerts, acknowledgements included, and for connecting at start."
+        ),
     )
     close_timeout_s: float = Field(
         default=3.0, gt=0, description="Time limit for flushing and stopping the producer at shutdown."

@@ -45,7 +45,11 @@ async def deliver(router: RouterApp, post_alert: Post, bodies: list[str]) -> Non
 
 
 async def test_corpus_reaches_every_output_once(
-    router: RouterApp, post_alert: Post, tansu: TansuBroker, slack_server: SlackServer, webhook_receiver: WebhookReceiver
+    router: RouterApp,
+    post_alert: Post,
+    tansu: TansuBroker,
+    slack_server: SlackServer,
+    webhook_receiver: WebhookReceiver,
 ) -> None:
     lines = corpus_lines()
     await deliver(router, post_alert, lines)
@@ -108,7 +112,11 @@ async def test_slack_shows_each_field_once_with_ints_in_decimal(
 
 
 async def test_audit_alert_quotes_and_lists_round_trip(
-    router: RouterApp, post_alert: Post, tansu: TansuBroker, webhook_receiver: WebhookReceiver, slack_server: SlackServer
+    router: RouterApp,
+    post_alert: Post,
+    tansu: TansuBroker,
+    webhook_receiver: WebhookReceiver,
+    slack_server: SlackServer,
 ) -> None:
     event = cases("C05")[0]["event"]
     await deliver(router, post_alert, [json.dumps(event)])
@@ -122,7 +130,11 @@ async def test_audit_alert_quotes_and_lists_round_trip(
 
 
 async def test_huge_cmdline_full_in_kafka_and_webhook_cut_in_slack(
-    router: RouterApp, post_alert: Post, tansu: TansuBroker, webhook_receiver: WebhookReceiver, slack_server: SlackServer
+    router: RouterApp,
+    post_alert: Post,
+    tansu: TansuBroker,
+    webhook_receiver: WebhookReceiver,
+    slack_server: SlackServer,
 ) -> None:
     event = cases("C06")[0]["event"]
     cmdline = event["output_fields"]["proc.cmdline"]
