@@ -52,6 +52,7 @@ class WebhookOutput(Output):
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] = {}
         self._signing_key: bytes | None = None
+        self._server_name = config.tls.server_name if config.tls is not None else None
 
     async def start(self) -> None:
         headers = dict(self.config.headers)
@@ -85,6 +86,7 @@ class WebhookOutput(Output):
                 data=request.body,
                 headers=request.headers,
                 allow_redirects=False,
+                server_hostname=self._server_name,
             ) as response:
                 await response.read()
                 error = classify(response.status, response.headers)
