@@ -1,6 +1,6 @@
 """Write the settings tables of docs/outputs/*.md from the pydantic config models.
 
-Each page holds its table between ``<!-- settings:start -->`` and ``<!-- settings:end -->``. Run
+Each page contains its table between ``<!-- settings:start -->`` and ``<!-- settings:end -->``. Run
 ``python docs/gen_settings.py`` after changing an output's config; ``--check`` exits 1 when a page is
 out of date (tests/outputs/test_docs.py runs the same check).
 """

@@ -186,9 +186,9 @@ class KafkaOutput(Output):
             await self._stop_bounded(producer)
 
     async def _stop_bounded(self, producer: AIOKafkaProducer) -> None:
-        # producer.stop() flushes what is buffered and waits for the broker; a dead broker would keep it
-        # waiting, so it gets close_timeout_s and is then abandoned (its unsent messages stay queued in
-        # the router and are counted as lost by the shutdown).
+        # producer.stop() flushes what is buffered and waits for the broker, which could take forever when
+        # the broker is dead. So it gets close_timeout_s and is then abandoned. Alerts not yet acknowledged
+        # are still in the router's queue, where the shutdown counts them as lost.
         with contextlib.suppress(TimeoutError, KafkaError, OSError):
             async with asyncio.timeout(self.config.close_timeout_s):
                 await producer.stop()

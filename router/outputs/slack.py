@@ -1,11 +1,11 @@
 """Slack output: post each alert with chat.postMessage (bot token) or an incoming webhook.
 
-Translation of Slack answers::
+Translation of Slack responses::
 
     HTTP 429 or error "ratelimited"                  -> RetriableError("rate_limited", retry_after_s=Retry-After)
     HTTP 5xx, internal_error, service_unavailable ... -> RetriableError("server_error")
     connection failures                               -> RetriableError("connection_failed")
-    no answer within timeout_s                        -> RetriableError("timeout")
+    no response within timeout_s                      -> RetriableError("timeout")
     invalid_blocks, msg_too_long, channel_not_found,
     invalid_auth and the other request errors         -> PermanentError(<Slack error code>)
 
@@ -79,7 +79,7 @@ def retry_after_s(headers: Any) -> float | None:
 
 
 def classify(status: int, error_code: str | None, headers: Any) -> DeliveryError | None:
-    """Return the delivery error for a Slack answer, or None when the message was posted."""
+    """Return the delivery error for a Slack response, or None when the message was posted."""
     if status == 429 or error_code == "ratelimited":
         return RetriableError("rate_limited", "Slack rate limit", retry_after_s=retry_after_s(headers))
     if status >= 500 or error_code in RETRIABLE_ERRORS:
@@ -141,7 +141,7 @@ class SlackOutput(Output):
             async with asyncio.timeout(self.config.timeout_s):
                 error = await self._post(message)
         except TimeoutError as exc:
-            raise RetriableError("timeout", f"no answer from Slack within {self.config.timeout_s} s") from exc
+            raise RetriableError("timeout", f"Slack did not respond within {self.config.timeout_s} s") from exc
         except aiohttp.ClientError as exc:
             raise RetriableError("connection_failed", type(exc).__name__) from exc
         if error is not None:
@@ -152,14 +152,15 @@ class SlackOutput(Output):
             try:
                 response = await self._web.chat_postMessage(**message)
             except SlackApiError as exc:
-                answer = exc.response
-                code = answer.get("error") if isinstance(answer.data, dict) else None
-                return classify(answer.status_code, code, answer.headers) or PermanentError("rejected", "ok is false")
+                failed = exc.response
+                code = failed.get("error") if isinstance(failed.data, dict) else None
+                return classify(failed.status_code, code, failed.headers) or PermanentError("rejected", "ok is false")
             return classify(response.status_code, None, response.headers)
         assert self._webhook is not None, "start() was not called"
-        answer = await self._webhook.send_dict(message)
-        code = None if answer.status_code == 200 else (answer.body or "").strip()[:64] or None
-        return classify(answer.status_code, code, answer.headers)
+        # An incoming webhook returns the error code as a plain-text body, such as "invalid_blocks".
+        reply = await self._webhook.send_dict(message)
+        code = None if reply.status_code == 200 else (reply.body or "").strip()[:64] or None
+        return classify(reply.status_code, code, reply.headers)
 
     async def close(self) -> None:
         if self._session is not None:

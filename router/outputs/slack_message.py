@@ -1,8 +1,8 @@
 """The Slack message of one alert (Block Kit inside a coloured attachment), built without I/O.
 
-Every value that comes from an alert is untrusted: ``&``, ``<`` and ``>`` are sent as ``&amp;``, ``&lt;``
-and ``&gt;``, so text such as ``<!channel>``, ``<@U…>`` or ``<https://…|label>`` in an alert is shown
-as typed and never becomes a mention or a link. Values are also put in code spans, where Slack applies
+Every value that comes from an alert is untrusted, so ``&``, ``<`` and ``>`` are sent as ``&amp;``,
+``&lt;`` and ``&gt;``. Text such as ``<!channel>``, ``<@U…>`` or ``<https://…|label>`` in an alert is
+then shown as typed and never becomes a mention or a link. Values are also put in code spans, where Slack applies
 no ``*bold*``, ``_italic_`` or ``~strike~`` formatting. A backtick inside a value would end the code
 span, so it is shown as its look-alike U+02CB (modifier letter grave accent). Only the operator's
 configured ``mention`` is sent as written.
@@ -37,7 +37,7 @@ CONTEXT_VALUE_MAX: Final = 200
 """Escaped characters of each of hostname, source, tags and time."""
 
 NULL_TEXT: Final = "<NA>"
-"""How a JSON null is shown: Falco's own spelling of a value it could not resolve."""
+"""Text shown for a JSON null: Falco's own spelling of a value it could not resolve."""
 
 COLORS: Final[dict[Priority | None, str]] = {
     Priority.EMERGENCY: "#7b0000",

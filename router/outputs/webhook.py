@@ -1,11 +1,11 @@
 """Webhook output: send each alert as a JSON body to an HTTP endpoint.
 
-Classification of answers::
+Classification of responses::
 
     2xx                                   delivered
     408, 429 (Retry-After honoured), 5xx  -> RetriableError("http_<status>")
     connection failures                   -> RetriableError("connection_failed")
-    no answer within timeout_s            -> RetriableError("timeout")
+    no response within timeout_s          -> RetriableError("timeout")
     301, 302, 303, 307, 308               -> PermanentError("redirect"); redirects are not followed, because
                                              following one could turn the POST into a GET that drops the body
     other 4xx and other statuses          -> PermanentError("http_<status>")
@@ -91,7 +91,7 @@ class WebhookOutput(Output):
                 await response.read()
                 error = classify(response.status, response.headers)
         except TimeoutError as exc:
-            raise RetriableError("timeout", f"no answer within {self.config.timeout_s} s") from exc
+            raise RetriableError("timeout", f"no response within {self.config.timeout_s} s") from exc
         except aiohttp.ClientError as exc:
             raise RetriableError("connection_failed", type(exc).__name__) from exc
         if error is not None:

@@ -1,4 +1,4 @@
-"""How each output reports the answers of its peer: delivered, retriable or permanent, with the reason."""
+"""How each output classifies the responses of its peer: delivered, retriable or permanent, with the reason."""
 
 from __future__ import annotations
 

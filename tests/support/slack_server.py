@@ -1,7 +1,7 @@
 """A Slack stand-in on 127.0.0.1: chat.postMessage, chat.update and an incoming-webhook path.
 
-It checks the Block Kit limits Slack enforces and answers ``invalid_blocks`` or ``msg_too_long`` when
-a message breaks them, and it can be scripted to answer 429 with Retry-After, 5xx or an error code.
+It checks the Block Kit limits Slack enforces and returns ``invalid_blocks`` or ``msg_too_long`` when
+a message breaks them. It can be scripted to respond with 429 and Retry-After, a 5xx or an error code.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ WEBHOOK_PATH = "/services/T000/B000/test-webhook"
 
 @dataclass
 class Fault:
-    """One scripted answer: an HTTP status, an optional Slack error code and optional Retry-After seconds."""
+    """One scripted response: an HTTP status, an optional Slack error code and optional Retry-After seconds."""
 
     status: int
     error: str | None = None
@@ -56,7 +56,7 @@ def limit_problem(message: dict[str, Any]) -> str | None:
 
 
 class SlackServer(RecordingServer):
-    """Records every call; ``posted`` holds the messages Slack would have shown."""
+    """Records every call; ``posted`` contains the messages Slack would have shown."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,7 +79,7 @@ class SlackServer(RecordingServer):
         app.router.add_post(WEBHOOK_PATH, self._incoming_webhook)
 
     def fail_next(self, fault: Fault, times: int = 1) -> None:
-        """Answer the next ``times`` calls with ``fault``."""
+        """Respond to the next ``times`` calls with ``fault``."""
         self.faults.extend([fault] * times)
 
     async def _parse(self, request: web.Request) -> tuple[dict[str, Any], Fault | None]:

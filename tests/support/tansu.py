@@ -57,7 +57,7 @@ class TansuBroker:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        """Start the broker and wait until it answers metadata requests."""
+        """Start the broker and wait until it accepts connections."""
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = await asyncio.create_subprocess_exec(
             str(tansu_binary()),

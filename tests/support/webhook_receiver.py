@@ -1,4 +1,4 @@
-"""A webhook receiver on 127.0.0.1 that records requests and answers with a scripted status sequence."""
+"""A webhook receiver on 127.0.0.1 that records requests and responds with a scripted status sequence."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ RECEIVER_PATH = "/hook"
 
 
 class WebhookReceiver(RecordingServer):
-    """Answers 200 unless scripted; ``delivered`` holds the requests answered with a 2xx."""
+    """Responds 200 unless scripted; ``delivered`` contains the requests that got a 2xx."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -31,15 +31,15 @@ class WebhookReceiver(RecordingServer):
         app.router.add_route("*", RECEIVER_PATH, self._receive)
 
     def answer_next(self, status: int, times: int = 1, headers: dict[str, str] | None = None) -> None:
-        """Answer the next ``times`` requests with ``status``."""
+        """Respond to the next ``times`` requests with ``status``."""
         self.script.extend([(status, headers or {})] * times)
 
-    def fail_until_told(self, status: int = 503) -> None:
-        """Answer every request with ``status`` until ``recover`` is called."""
+    def fail_until_recovered(self, status: int = 503) -> None:
+        """Respond to every request with ``status`` until ``recover`` is called."""
         self.failing_status = status
 
     def recover(self) -> None:
-        """Answer 200 again."""
+        """Respond 200 again."""
         self.failing_status = None
 
     async def _receive(self, request: web.Request) -> web.Response:
