@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
@@ -108,6 +109,13 @@ class KafkaOutput(Output):
             raise OutputStartError(f"SASL password unavailable: {exc}") from exc
         except OSError as exc:
             raise OutputStartError(f"cannot load the TLS files: {exc}") from exc
+        codec_available = {"gzip": has_gzip, "snappy": has_snappy, "lz4": has_lz4, "zstd": has_zstd}
+        if self.config.compression != "none" and not codec_available[self.config.compression]():
+            # Checked before creating the producer, which would fail half-built and warn when collected.
+            raise OutputStartError(
+                f"compression {self.config.compression} needs a codec library that is not installed: "
+                "install aiokafka's extra for it, or set compression to gzip or none"
+            )
         try:
             producer = AIOKafkaProducer(**options)
         except (KafkaError, ValueError, RuntimeError) as exc:

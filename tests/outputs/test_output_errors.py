@@ -7,6 +7,7 @@ import hmac
 import re
 
 import pytest
+from aiokafka.codec import has_zstd
 
 from router.config import parse_config
 from router.event import Event, parse_alert
@@ -299,3 +300,35 @@ async def test_kafka_message_too_large_is_permanent(tansu: TansuBroker) -> None:
 
     assert isinstance(results[0], PermanentError)
     assert results[0].reason == "message_too_large"
+
+
+async def test_kafka_gzip_round_trip(tansu: TansuBroker) -> None:
+    await tansu.create_topic("packed")
+    output = make_output(
+        "audit",
+        f"""    type: kafka
+    brokers: ["{tansu.bootstrap}"]
+    topic: packed
+    enable_idempotence: false
+    compression: gzip""",
+    )
+    await output.start()
+    alert = event("C05")
+    try:
+        results = await output.send_batch([alert])
+    finally:
+        await output.close()
+
+    assert results == [None]
+    (message,) = await tansu.consume_all("packed", 1)
+    assert message.value == alert.to_json()
+
+
+@pytest.mark.skipif(has_zstd(), reason="the zstd codec is installed here")
+async def test_kafka_missing_codec_fails_start() -> None:
+    output = make_output(
+        "audit", "    type: kafka\n    brokers: [\"127.0.0.1:9\"]\n    topic: t\n    compression: zstd"
+    )
+
+    with pytest.raises(OutputStartError, match="compression zstd needs a codec library"):
+        await output.start()
