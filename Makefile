@@ -30,6 +30,7 @@ lint: $(STAMP)
 ## generate: rewrite the files generated from the config model and the chart (tests fail while they are stale)
 generate: $(STAMP)
 	$(BIN)/python docs/gen_settings.py
+	$(BIN)/python docs/gen_output_tables.py
 	$(BIN)/python helm/gen_schema.py
 	$(BIN)/python helm/gen_falco_values.py
 

@@ -74,7 +74,19 @@ class KafkaOutputConfig(_OutputBase):
     )
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(default="none", description="Compression codec.")
     client_id: str = Field(default="falco-router", description="Kafka client id.")
-    request_timeout_s: float = Field(default=10.0, gt=0, description="Time limit for one produce request.")
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Time limit for producing one batch of alerts, acknowledgements included, and for connecting at start."
+        ),
+    )
+    close_timeout_s: float = Field(
+        default=3.0, gt=0, description="Time limit for flushing and stopping the producer at shutdown."
+    )
+    max_message_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest message produced; a larger alert is dead-lettered."
+    )
     linger_ms: int = Field(default=5, ge=0, description="Time a batch may wait for more messages.")
     sasl: KafkaSaslConfig | None = Field(default=None, description="SASL authentication.")
     tls: TlsClientConfig | None = Field(default=None, description="TLS to the brokers.")
@@ -127,6 +139,13 @@ class WebhookOutputConfig(_OutputBase):
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Time limit for one request.")
     tls: TlsClientConfig | None = Field(default=None, description="TLS and mutual TLS to the endpoint.")
+    signing_key: SecretRef | None = Field(
+        default=None,
+        description=(
+            "HMAC-SHA256 key: when set, each request carries X-Falco-Router-Timestamp and "
+            "X-Falco-Router-Signature: sha256=<hex of HMAC(key, timestamp + '.' + body)>."
+        ),
+    )
 
 
 OutputConfig = Annotated[

@@ -1,0 +1,202 @@
+"""Kafka output: produce each alert to one topic with aiokafka.
+
+Translation of aiokafka errors::
+
+    MessageSizeTooLargeError, RecordTooLargeError      -> PermanentError("message_too_large")
+    TopicAuthorizationFailedError, auth/SASL failures  -> PermanentError("auth_failed")
+    other non-retriable KafkaError                     -> PermanentError("rejected")
+    KafkaTimeoutError, RequestTimedOutError, no answer -> RetriableError("timeout")
+    connection and leadership errors, other KafkaError -> RetriableError("broker_unavailable")
+
+Every wait on the broker is bounded by ``request_timeout_s`` (produce) or ``close_timeout_s`` (stop),
+so a dead broker never hangs a delivery attempt or the shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    IllegalSaslStateError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RequestTimedOutError,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
+
+from router.config.outputs import KafkaOutputConfig
+from router.event import Event
+from router.outputs.base import DeliveryError, Output, OutputStartError, PermanentError, RetriableError
+from router.outputs.kafka_record import build_record
+
+_AUTH_ERRORS = (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    IllegalSaslStateError,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
+
+
+def delivery_error(exc: BaseException) -> DeliveryError:
+    """Translate an exception raised while producing into the router's delivery error."""
+    if isinstance(exc, MessageSizeTooLargeError | RecordTooLargeError):
+        return PermanentError("message_too_large", str(exc))
+    if isinstance(exc, _AUTH_ERRORS):
+        return PermanentError("auth_failed", type(exc).__name__)
+    if isinstance(exc, KafkaTimeoutError | RequestTimedOutError | TimeoutError):
+        return RetriableError("timeout", str(exc) or type(exc).__name__)
+    if isinstance(exc, KafkaError) and not exc.retriable and not exc.invalid_metadata:
+        return PermanentError("rejected", type(exc).__name__)
+    return RetriableError("broker_unavailable", str(exc) or type(exc).__name__)
+
+
+def producer_options(config: KafkaOutputConfig) -> dict[str, Any]:
+    """Return the keyword arguments of ``AIOKafkaProducer`` for this output (reads the SASL secret)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": config.brokers,
+        "client_id": config.client_id,
+        "acks": "all" if config.acks == "all" else int(config.acks),
+        "enable_idempotence": config.enable_idempotence,
+        "compression_type": None if config.compression == "none" else config.compression,
+        "linger_ms": config.linger_ms,
+        "request_timeout_ms": int(config.request_timeout_s * 1000),
+        "max_request_size": config.max_message_bytes,
+    }
+    if config.tls is not None:
+        options["ssl_context"] = config.tls.ssl_context()
+    if config.sasl is not None:
+        options["sasl_mechanism"] = config.sasl.mechanism
+        options["sasl_plain_username"] = config.sasl.username
+        options["sasl_plain_password"] = config.sasl.password.reveal()
+    if config.sasl is not None:
+        options["security_protocol"] = "SASL_SSL" if config.tls is not None else "SASL_PLAINTEXT"
+    elif config.tls is not None:
+        options["security_protocol"] = "SSL"
+    return options
+
+
+def _discard_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class KafkaOutput(Output):
+    """Produces each alert to a Kafka topic; the key keeps the alerts of one host (by default) in order."""
+
+    type_name = "kafka"
+    max_batch = 500
+
+    def __init__(self, name: str, config: KafkaOutputConfig) -> None:
+        super().__init__(name, config)
+        self.config: KafkaOutputConfig = config
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        try:
+            options = producer_options(self.config)
+        except LookupError as exc:
+            raise OutputStartError(f"SASL password unavailable: {exc}") from exc
+        except OSError as exc:
+            raise OutputStartError(f"cannot load the TLS files: {exc}") from exc
+        codec_available = {"gzip": has_gzip, "snappy": has_snappy, "lz4": has_lz4, "zstd": has_zstd}
+        if self.config.compression != "none" and not codec_available[self.config.compression]():
+            # Checked before creating the producer, which would fail half-built and warn when collected.
+            raise OutputStartError(
+                f"compression {self.config.compression} needs a codec library that is not installed: "
+                "install aiokafka's extra for it, or set compression to gzip or none"
+            )
+        try:
+            producer = AIOKafkaProducer(**options)
+        except (KafkaError, ValueError, RuntimeError) as exc:
+            raise OutputStartError(f"invalid producer settings: {exc}") from exc
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                await producer.start()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self._stop_bounded(producer)
+            brokers = ",".join(self.config.brokers)
+            raise OutputStartError(
+                f"cannot connect to the Kafka brokers {brokers}: {type(exc).__name__} {exc}".rstrip()
+            ) from exc
+        self._producer = producer
+
+    async def send(self, event: Event) -> None:
+        (error,) = await self.send_batch([event])
+        if error is not None:
+            raise error
+
+    async def send_batch(self, events: Sequence[Event]) -> list[DeliveryError | None]:
+        """Produce every alert, then wait for every acknowledgement within ``request_timeout_s``.
+
+        Messages of one key go to one partition, and aiokafka keeps one request in flight per partition, so
+        they are written in order. When one of them fails, the later ones of the same partition are reported
+        failed too, so that the retry writes them again after it rather than leaving them before it.
+        """
+        assert self._producer is not None, "start() was not called"
+        results: list[DeliveryError | None] = [None] * len(events)
+        futures: dict[int, asyncio.Future[Any]] = {}
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                for index, event in enumerate(events):
+                    record = build_record(event, self.config.key_field)
+                    try:
+                        futures[index] = await self._producer.send(
+                            self.config.topic, value=record.value, key=record.key, headers=record.headers
+                        )
+                    except KafkaError as exc:
+                        results[index] = delivery_error(exc)
+                if futures:
+                    await asyncio.wait(futures.values())
+        except TimeoutError:
+            pass
+        partitions: dict[int, int] = {}
+        failed_partitions: set[int] = set()
+        for index, future in futures.items():
+            results[index] = self._result_of(future)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                partitions[index] = future.result().partition
+        for index in range(len(events)):
+            partition = partitions.get(index)
+            error = results[index]
+            if error is not None:
+                if error.retriable:
+                    failed_partitions.add(partition if partition is not None else -1)
+            elif partition in failed_partitions or -1 in failed_partitions:
+                results[index] = RetriableError("ordering", "an earlier alert of the same partition failed")
+        return results
+
+    def _result_of(self, future: asyncio.Future[Any]) -> DeliveryError | None:
+        if not future.done():
+            # The message may still be written later; the retry can then duplicate it, which the
+            # falco-router-id header lets consumers detect. Its late outcome is consumed so that
+            # asyncio does not report an exception that was never retrieved.
+            future.add_done_callback(_discard_outcome)
+            return RetriableError("timeout", f"no acknowledgement within {self.config.request_timeout_s} s")
+        if future.cancelled():
+            return RetriableError("broker_unavailable", "produce cancelled")
+        exc = future.exception()
+        return None if exc is None else delivery_error(exc)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await self._stop_bounded(producer)
+
+    async def _stop_bounded(self, producer: AIOKafkaProducer) -> None:
+        # producer.stop() flushes what is buffered and waits for the broker, which could take forever when
+        # the broker is dead. So it gets close_timeout_s and is then abandoned. Alerts not yet acknowledged
+        # are still in the router's queue, where the shutdown counts them as lost.
+        with contextlib.suppress(TimeoutError, KafkaError, OSError):
+            async with asyncio.timeout(self.config.close_timeout_s):
+                await producer.stop()

@@ -1,0 +1,200 @@
+"""The Slack message of one alert (Block Kit inside a coloured attachment), built without I/O.
+
+Every value that comes from an alert is untrusted, so ``&``, ``<`` and ``>`` are sent as ``&amp;``,
+``&lt;`` and ``&gt;``. Text such as ``<!channel>``, ``<@U…>`` or ``<https://…|label>`` in an alert is
+then shown as typed and never becomes a mention or a link. Values are also put in code spans, where Slack applies
+no ``*bold*``, ``_italic_`` or ``~strike~`` formatting. A backtick inside a value would end the code
+span, so it is shown as its look-alike U+02CB (modifier letter grave accent). Only the operator's
+configured ``mention`` is sent as written.
+
+Slack limits kept (https://api.slack.com/reference/block-kit/blocks): section text ≤ 3000 characters,
+section field text ≤ 2000, at most 10 fields per section and 50 blocks per message. The router also
+keeps the text of all blocks together within 4000 characters. A value cut to fit ends with
+"…truncated (N chars)", where N counts the characters of the value left out. Cuts fall between
+characters, never inside one or inside an ``&amp;``-style entity.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any, Final
+
+from router.event import Event, dumps
+from router.priority import Priority
+
+SECTION_TEXT_MAX: Final = 3000
+FIELD_TEXT_MAX: Final = 2000
+FIELDS_PER_SECTION: Final = 10
+BLOCKS_MAX: Final = 50
+TOTAL_TEXT_MAX: Final = 4000
+FALLBACK_TEXT_MAX: Final = 4000
+TITLE_VALUE_MAX: Final = 300
+"""Escaped characters of the rule name shown in the title."""
+CONTEXT_VALUE_MAX: Final = 200
+"""Escaped characters of each of hostname, source, tags and time."""
+
+NULL_TEXT: Final = "<NA>"
+"""Text shown for a JSON null: Falco's own spelling of a value it could not resolve."""
+
+COLORS: Final[dict[Priority | None, str]] = {
+    Priority.EMERGENCY: "#7b0000",
+    Priority.ALERT: "#b00020",
+    Priority.CRITICAL: "#e01e1e",
+    Priority.ERROR: "#f05a28",
+    Priority.WARNING: "#f2c744",
+    Priority.NOTICE: "#2eb67d",
+    Priority.INFORMATIONAL: "#36a3eb",
+    Priority.DEBUG: "#9aa5b1",
+    None: "#6b6b6b",
+}
+"""Colour bar per priority; None is an unknown priority spelling."""
+
+_ESCAPES: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_BACKTICK_LOOKALIKE: Final = "\u02cb"
+
+
+@dataclass(frozen=True, slots=True)
+class SlackOptions:
+    """Operator settings that shape the message."""
+
+    channel: str | None = None
+    username: str | None = None
+    icon_emoji: str | None = None
+    mention: str | None = None
+
+
+def escape(text: str) -> str:
+    """Return ``text`` with Slack's three control characters escaped (``&``, ``<``, ``>``)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def value_text(value: Any) -> str:
+    """Return a field value as Falco wrote it: strings as is, null as <NA>, other JSON values as JSON."""
+    if value is None:
+        return NULL_TEXT
+    if isinstance(value, str):
+        return value
+    return dumps(value).decode("utf-8")
+
+
+def _escaped_units(text: str) -> list[str]:
+    """Return the escaped form of each character, so that a cut can never split an entity."""
+    return [_ESCAPES.get(char, char) for char in text]
+
+
+def truncate_escaped(text: str, max_chars: int) -> str:
+    """Return ``text`` escaped and, when longer than ``max_chars``, cut with a "…truncated (N chars)" marker."""
+    units = _escaped_units(text)
+    ends = list(accumulate(len(u) for u in units))
+    if not ends or ends[-1] <= max_chars:
+        return "".join(units)
+    # Room is kept for the longest marker this value can need, so the real marker always fits.
+    longest_marker = len(f"…truncated ({len(units)} chars)")
+    kept = bisect_right(ends, max_chars - longest_marker)
+    if max_chars < longest_marker:
+        return f"…truncated ({len(units)} chars)"[:max_chars]
+    return "".join(units[:kept]) + f"…truncated ({len(units) - kept} chars)"
+
+
+def code_span(escaped: str) -> str:
+    """Return already escaped text as an mrkdwn code span, with backticks replaced by a look-alike."""
+    return "`" + escaped.replace("`", _BACKTICK_LOOKALIKE) + "`"
+
+
+def _value_caps(lengths: list[int], budget: int) -> int | None:
+    """Return the largest per-value cap that fits ``budget`` in total, or None when all fit uncapped."""
+    if sum(lengths) <= budget:
+        return None
+    low, high = 0, max(lengths)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(min(n, middle) for n in lengths) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _fields(event: Event) -> list[tuple[str, str]]:
+    """Return (label, raw value text) of every output field, then of each top-level enrichment key."""
+    rows = [(name, value_text(value)) for name, value in event.output_fields.items()]
+    rows.extend((f"enrichment.{name}", value_text(value)) for name, value in event.enrichment.items())
+    return rows
+
+
+def _field_blocks(rows: list[tuple[str, str]], budget: int, max_blocks: int) -> list[dict[str, Any]]:
+    """Return section blocks of up to 10 fields each, every value escaped, in a code span and within limits."""
+    labels = [f"*{truncate_escaped(name, 200)}*\n" for name, _ in rows]
+    # Two characters per value for the backticks of its code span.
+    overhead = sum(len(label) + 2 for label in labels)
+    value_budget = max(budget - overhead, 0)
+    lengths = [sum(len(u) for u in _escaped_units(raw)) for _, raw in rows]
+    cap = _value_caps(lengths, value_budget)
+    texts: list[str] = []
+    for label, (_, raw) in zip(labels, rows, strict=True):
+        limit = FIELD_TEXT_MAX - len(label) - 2
+        if cap is not None:
+            limit = min(limit, cap)
+        texts.append(label + code_span(truncate_escaped(raw, max(limit, 0))))
+    blocks: list[dict[str, Any]] = []
+    for start in range(0, len(texts), FIELDS_PER_SECTION):
+        if len(blocks) == max_blocks - 1 and start + FIELDS_PER_SECTION < len(texts):
+            hidden = len(texts) - start
+            blocks.append(_section(f"…{hidden} more fields not shown"))
+            break
+        chunk = texts[start : start + FIELDS_PER_SECTION]
+        blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": t} for t in chunk]})
+    return blocks
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context_parts(event: Event) -> Iterable[str]:
+    if event.hostname is not None:
+        yield "host " + code_span(truncate_escaped(event.hostname, CONTEXT_VALUE_MAX))
+    if event.source is not None:
+        yield "source " + code_span(truncate_escaped(event.source, CONTEXT_VALUE_MAX))
+    if event.tags:
+        yield "tags " + code_span(truncate_escaped(", ".join(event.tags), CONTEXT_VALUE_MAX))
+    yield "time " + code_span(truncate_escaped(event.time_raw, CONTEXT_VALUE_MAX))
+
+
+def title_text(event: Event, mention: str | None) -> str:
+    """Return the title line: the operator's mention (unescaped), the priority and the rule (escaped)."""
+    priority = truncate_escaped(event.priority_name, 40)
+    title = f"*{priority}* · {code_span(truncate_escaped(event.rule, TITLE_VALUE_MAX))}"
+    return f"{mention} {title}" if mention else title
+
+
+def fallback_text(event: Event, mention: str | None) -> str:
+    """Return the plain ``text`` Slack shows in notifications and where blocks cannot be shown."""
+    host = f" on {event.hostname}" if event.hostname is not None else ""
+    body = truncate_escaped(f"{event.priority_name}: {event.rule}{host}", FALLBACK_TEXT_MAX - 200)
+    return f"{mention} {body}" if mention else body
+
+
+def build_message(event: Event, options: SlackOptions) -> dict[str, Any]:
+    """Return the chat.postMessage (or incoming webhook) payload of one alert."""
+    title = _section(title_text(event, options.mention))
+    context_text = " · ".join(_context_parts(event))
+    context = {"type": "context", "elements": [{"type": "mrkdwn", "text": context_text}]}
+    used = len(title["text"]["text"]) + len(context_text)
+    fields = _field_blocks(_fields(event), TOTAL_TEXT_MAX - used, BLOCKS_MAX - 2)
+    blocks = [title, *fields, context]
+
+    message: dict[str, Any] = {
+        "text": fallback_text(event, options.mention),
+        "attachments": [{"color": COLORS.get(event.priority, COLORS[None]), "blocks": blocks}],
+    }
+    if options.channel is not None:
+        message["channel"] = options.channel
+    if options.username is not None:
+        message["username"] = options.username
+    if options.icon_emoji is not None:
+        message["icon_emoji"] = options.icon_emoji
+    return message
