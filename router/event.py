@@ -196,7 +196,9 @@ def parse_alert(document: Any, *, transport: str = "http") -> Event:
 
     Required: ``rule`` (non-empty string), ``priority`` (string), ``time`` (RFC 3339 string).
     ``output`` and ``output_fields`` may be absent, because Falco 0.41+ can leave either out. Unknown
-    top-level keys (``message`` from Falco 0.39+, a ``uuid`` set by an upstream falcosidekick) are kept.
+    top-level keys (such as ``message`` from Falco 0.39+) are kept. A ``uuid`` set by an upstream
+    falcosidekick is kept as ``router.upstream_uuid``, because ``uuid`` carries the router's own id,
+    which receivers use to drop duplicates.
     """
     if not isinstance(document, dict):
         raise InvalidAlert(f"alert must be a JSON object, got {_json_type(document)}")
@@ -248,9 +250,12 @@ def parse_alert(document: Any, *, transport: str = "http") -> Event:
         source=source,
         hostname=hostname,
         tags=tags,
-        extra={k: v for k, v in document.items() if k not in _FALCO_KEYS},
+        extra={k: v for k, v in document.items() if k not in _FALCO_KEYS and k != "uuid"},
         transport=transport,
     )
+    upstream_uuid = document.get("uuid")
+    if upstream_uuid is not None:
+        event.annotations["upstream_uuid"] = upstream_uuid
     if priority is None:
         event.flags.append(FLAG_PRIORITY_UNKNOWN)
     return event

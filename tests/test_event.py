@@ -139,3 +139,11 @@ def test_parse_time_matches_datetime(moment: datetime, extra_nanos: int, extra_d
 
 def test_parse_time_applies_offset() -> None:
     assert parse_time("2023-11-14T23:13:20.5+01:00") == parse_time("2023-11-14T22:13:20.500000000Z")
+
+
+def test_upstream_uuid_kept_beside_our_id() -> None:
+    document = {**cases("C02")[0]["event"], "uuid": "upstream-id", "message": "A shell was spawned"}
+    out = loads(parse_alert(document).to_json())
+    assert out["uuid"] != "upstream-id"
+    assert out["router"]["upstream_uuid"] == "upstream-id"
+    assert out["message"] == "A shell was spawned"
