@@ -136,7 +136,8 @@ class KubernetesEnrichment:
         down = sorted(name for name, is_up in self._up.items() if not is_up)
         if down:
             self.health.set(HEALTH_COMPONENT, "degraded", f"watch_down: {', '.join(down)}", last_error=reason)
-            self.log.warning("k8s_cache_stale", resources=down, error=reason)
+            if not up:
+                self.log.warning("k8s_cache_stale", resource=resource, error=reason)
         else:
             self.health.set(HEALTH_COMPONENT, "ok", "", pods=len(self.cache))
             self.log.info("k8s_cache_current", pods=len(self.cache), namespaces=len(self.namespaces.labels))
