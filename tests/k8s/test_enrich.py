@@ -71,9 +71,7 @@ def lookups(enrichment: KubernetesEnrichment, result: str) -> float:
     return enrichment.metrics.sample("k8s_lookups_total", result=result)
 
 
-async def test_c08_deleted_pod_still_enriches(
-    fake: FakeKube, enrichment: Factory
-) -> None:
+async def test_c08_deleted_pod_still_enriches(fake: FakeKube, enrichment: Factory) -> None:
     case = cases("C08")[0]
     k8s = await enrichment(node_name="host-a")
     for change in case["k8s"]:
@@ -432,5 +430,5 @@ def test_in_cluster_without_environment_fails(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     k8s = KubernetesEnrichment(KubernetesConfig(enabled=True, service_account_dir=tmp_path), Metrics(), Health())
 
-    with pytest.raises(KubeConfigError, match="set kubernetes.kubeconfig"):
+    with pytest.raises(KubeConfigError, match=r"set kubernetes\.kubeconfig"):
         k8s.connect()

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.k8s.conftest import eventually
 from tests.support.fake_kube import FakeKube, TlsFiles, pod
 
 
@@ -203,6 +204,4 @@ async def test_owner_get_found_and_missing(fake: FakeKube, http: aiohttp.ClientS
 
 
 async def _until_open(fake: FakeKube, count: int) -> None:
-    async with asyncio.timeout(10):
-        while fake.open_watches < count:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: fake.open_watches >= count, f"{count} watches open")
