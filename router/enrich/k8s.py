@@ -28,6 +28,7 @@ STATUS_HIT: Final = "hit"
 STATUS_DELETED: Final = "deleted"
 STATUS_STALE: Final = "stale"
 STATUS_NOT_FOUND: Final = "not_found"
+LOOKUP_RESULTS: Final = (STATUS_HIT, STATUS_DELETED, STATUS_STALE, STATUS_NOT_FOUND, "waited")
 
 
 class KubernetesEnrichment:
@@ -182,7 +183,9 @@ class KubernetesStage:
     def __init__(self, enrichment: KubernetesEnrichment) -> None:
         self.enrichment = enrichment
         self.cache = enrichment.cache
-        self.lookups = enrichment.metrics.k8s_lookups
+        # Resolved once: labels() takes a lock and a dict lookup that would otherwise run per alert.
+        counter = enrichment.metrics.k8s_lookups
+        self._counted = {result: counter.labels(result) for result in LOOKUP_RESULTS}
         self.wait_s = enrichment.config.pod_wait_s
 
     def process(self, event: Event) -> Event | Awaitable[Event]:
@@ -218,12 +221,12 @@ class KubernetesStage:
             status = STATUS_STALE
         else:
             status = STATUS_HIT
-        self.lookups.labels("waited" if waited else status).inc()
+        self._counted["waited" if waited else status].inc()
         event.enrichment["k8s"] = pod_document(pod, status, container, self.enrichment)
         event.invalidate_json()
 
     def _not_found(self, event: Event) -> None:
-        self.lookups.labels(STATUS_NOT_FOUND).inc()
+        self._counted[STATUS_NOT_FOUND].inc()
         event.enrichment["k8s"] = {"status": STATUS_NOT_FOUND}
         event.invalidate_json()
 
@@ -242,11 +245,11 @@ class KubernetesStage:
         labels = self.enrichment.namespaces.labels.get(namespace)
         if labels is None:
             document: dict[str, Any] = {"status": STATUS_NOT_FOUND, "namespace": namespace}
-            self.lookups.labels(STATUS_NOT_FOUND).inc()
+            self._counted[STATUS_NOT_FOUND].inc()
         else:
             status = STATUS_HIT if self.enrichment.pods_live else STATUS_STALE
             document = {"status": status, "namespace": namespace, "namespace_labels": labels}
-            self.lookups.labels(status).inc()
+            self._counted[status].inc()
         event.enrichment["k8s"] = document
         event.invalidate_json()
 

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-# Runtime prefixes on status.containerStatuses[].containerID, such as containerd://<64 hex>.
-_RUNTIME_PREFIX: Final = re.compile(r"^[a-z0-9-]+://")
 _HEX12: Final = re.compile(r"[0-9a-f]{12}")
 CONTAINER_ID_CHARS: Final = 12
 TRUNCATION_MARK: Final = "…"
@@ -35,7 +33,9 @@ def container_key(raw: Any) -> str | None:
     """
     if not isinstance(raw, str) or not raw:
         return None
-    short = _RUNTIME_PREFIX.sub("", raw, count=1)[:CONTAINER_ID_CHARS].lower()
+    # partition instead of a regex substitution: this runs once per alert.
+    _runtime, separator, rest = raw.partition("://")
+    short = (rest if separator else raw)[:CONTAINER_ID_CHARS].lower()
     return short if _HEX12.fullmatch(short) else None
 
 
