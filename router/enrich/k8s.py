@@ -1,6 +1,6 @@
 """Kubernetes enrichment: the pipeline stage, and the watches that keep its pod cache current.
 
-The stage puts what the cache knows about the alert's pod under ``event.enrichment["k8s"]`` and never
+The stage puts the cached metadata of the alert's pod under ``event.enrichment["k8s"]`` and never
 touches Falco's ``output_fields``. In steady state it makes no API call per alert: a lookup is a dict
 access. Only when the pod is not cached yet and the watch is up does the stage return an awaitable and
 wait, up to ``pod_wait_s``, for the watch to deliver it; while the watch is down alerts pass at once.

@@ -5,8 +5,8 @@ the protocol directly instead of importing a client library (docs/kubernetes.md 
 
 Errors::
 
-    KubeError                 base; ``retriable`` tells the caller whether to try again
-    ├── KubeUnavailableError       connection failed, timed out, or the server answered 5xx/429 (retriable)
+    KubeError                 base; ``retriable`` is true when a later attempt can succeed
+    ├── KubeUnavailableError       connection failed, timed out, or the server returned 5xx/429 (retriable)
     ├── KubeUnauthorizedError      401 or 403: wrong, expired or unprivileged token (retriable: tokens rotate)
     ├── ResourceExpiredError       410 Gone: the resourceVersion was compacted, so the caller must re-list
     └── KubeRequestError     any other status (not retriable)
@@ -41,7 +41,7 @@ class KubeError(Exception):
 
 
 class KubeUnavailableError(KubeError):
-    """The API server cannot be reached or answered with a server error."""
+    """The API server cannot be reached or returned a server error."""
 
     retriable = True
 
@@ -94,7 +94,7 @@ class TokenSource:
 
 @dataclass(frozen=True, slots=True)
 class KubeEndpoint:
-    """Where the API server is and how to authenticate to it."""
+    """API server address, TLS context and bearer token source."""
 
     server: str
     ssl_context: ssl.SSLContext | bool
@@ -164,6 +164,7 @@ def kubeconfig_endpoint(path: Path, context_name: str | None, token_refresh_s: f
         token = TokenSource(path=Path(user["tokenFile"]), refresh_s=token_refresh_s)
     else:
         token = TokenSource(token=user.get("token") if isinstance(user.get("token"), str) else None)
+    token.get()  # an unreadable token file stops start-up here instead of failing every request
     if "exec" in user or "auth-provider" in user:
         raise KubeConfigError(
             f"user {context.get('user')!r} in {path} uses a credential plugin, which the router does not run; "
@@ -247,6 +248,8 @@ class KubeClient:
                 document = loads(body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeUnavailableError(f"GET {path} failed: {exc!r}") from exc
+        except ValueError as exc:
+            raise KubeUnavailableError(f"GET {path} returned invalid JSON: {exc}") from exc
         if not isinstance(document, dict):
             raise KubeUnavailableError(f"GET {path} returned a {type(document).__name__}, not a JSON object")
         return document
@@ -282,7 +285,12 @@ class KubeClient:
                 async for line in response.content:
                     if not line.strip():
                         continue
-                    event = loads(line)
+                    try:
+                        event = loads(line)
+                    except ValueError as exc:
+                        raise KubeUnavailableError(f"watch {path} sent invalid JSON: {exc}") from exc
+                    if not isinstance(event, dict):
+                        raise KubeUnavailableError(f"watch {path} sent a {type(event).__name__}, not an event")
                     if event.get("type") == "ERROR":
                         status = event.get("object") or {}
                         code = status.get("code")

@@ -24,7 +24,7 @@ StateHandler = Callable[[bool, str], None]
 
 
 class Reflector:
-    """Keeps a local copy of one collection current; calls ``on_list`` and ``on_event`` with raw objects."""
+    """Local copy of one collection, kept current by calling ``on_list`` and ``on_event`` with raw objects."""
 
     def __init__(
         self,
@@ -54,6 +54,8 @@ class Reflector:
         self.backoff_max_s = backoff_max_s
         self.resource_version: str | None = None
         self.synced = False
+        self._expired_in_row = 0
+        self._delay = backoff_initial_s
         self.log = get_logger("enrich.k8s").bind(resource=resource)
 
     def _params(self) -> dict[str, str]:
@@ -64,43 +66,42 @@ class Reflector:
 
     async def run(self) -> None:
         """List and watch until cancelled; never returns on its own."""
-        delay = self.backoff_initial_s
-        expired_in_row = 0
         while True:
             try:
                 if self.resource_version is None:
                     await self._list()
                 await self._watch()
                 # The server ended the stream normally: resume from the last version, no re-list.
-                delay = self.backoff_initial_s
-                expired_in_row = 0
                 self.metrics.k8s_watch_restarts.labels(self.resource, "closed").inc()
                 self.log.debug("watch_restarted", reason="closed", resource_version=self.resource_version)
             except ResourceExpiredError as exc:
-                expired_in_row += 1
+                self._expired_in_row += 1
                 self.resource_version = None
-                self.log.warning("watch_expired", error=str(exc), in_row=expired_in_row)
+                self.log.warning("watch_expired", error=str(exc), in_row=self._expired_in_row)
                 self.metrics.k8s_watch_restarts.labels(self.resource, "expired").inc()
-                if expired_in_row > 1:
+                if self._expired_in_row > 1:
                     # A second 410 right after a fresh list means the server compacts faster than we
                     # read; back off instead of listing in a tight loop.
-                    await self._sleep(delay)
-                    delay = min(delay * 2, self.backoff_max_s)
+                    await self._backoff()
             except KubeError as exc:
                 self.on_state(False, type(exc).__name__)
                 reason = "unauthorized" if exc.status in (401, 403) else "unavailable"
                 self.metrics.k8s_watch_restarts.labels(self.resource, reason).inc()
                 if isinstance(exc, KubeRequestError) or exc.status in (401, 403):
                     # An operator must act (RBAC, a revoked token): alerts go out un-enriched until then.
-                    self.log.error("watch_failed", error=str(exc), retry_in_s=round(delay, 2))
+                    self.log.error("watch_failed", error=str(exc), retry_in_s=round(self._delay, 2))
                 else:
-                    self.log.warning("watch_failed", error=str(exc), retry_in_s=round(delay, 2))
-                await self._sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
+                    self.log.warning("watch_failed", error=str(exc), retry_in_s=round(self._delay, 2))
+                await self._backoff()
 
-    async def _sleep(self, delay: float) -> None:
-        # Full jitter in [delay/2, delay] so that routers on every node do not reconnect in lock step.
-        await asyncio.sleep(random.uniform(delay / 2, delay))
+    async def _backoff(self) -> None:
+        # Jitter in [delay/2, delay] so that routers on every node do not reconnect in lock step.
+        await asyncio.sleep(random.uniform(self._delay / 2, self._delay))
+        self._delay = min(self._delay * 2, self.backoff_max_s)
+
+    def _connected(self) -> None:
+        self._delay = self.backoff_initial_s
+        self.on_state(True, "")
 
     async def _list(self) -> None:
         relist = self.synced
@@ -117,7 +118,7 @@ class Reflector:
             self.log.info("relist", items=len(items), resource_version=version)
         else:
             self.log.info("watch_started", items=len(items), resource_version=version)
-        self.on_state(True, "")
+        self._connected()
 
     async def _watch(self) -> None:
         assert self.resource_version is not None
@@ -126,7 +127,7 @@ class Reflector:
             "resourceVersion": self.resource_version,
             "timeoutSeconds": str(self.watch_timeout_s),
         }
-        async for event in self.client.watch(self.path, params, on_connected=lambda: self.on_state(True, "")):
+        async for event in self.client.watch(self.path, params, on_connected=self._connected):
             kind = event.get("type")
             obj = event.get("object")
             if not isinstance(obj, dict):
@@ -137,5 +138,8 @@ class Reflector:
             elif kind != "BOOKMARK":
                 self.log.debug("watch_event_ignored", type=kind)
                 continue
+            # The watch delivered an event, so the version from the last list was not already expired.
+            self._expired_in_row = 0
+        self._delay = backoff_initial_s
             if isinstance(version, str) and version:
                 self.resource_version = version

@@ -70,7 +70,7 @@ class OwnerResolver:
         try:
             document = await self.client.get(path)
         except KubeError as exc:
-            # Not cached, so the next pod of this controller asks again.
+            # Not cached, so the next pod of this controller requests the lookup again.
             self.metrics.k8s_owner_lookups.labels("failed").inc()
             self.log.warning("owner_lookup_failed", kind=kind, namespace=namespace, name=name, error=str(exc))
             return

@@ -40,7 +40,7 @@ def container_key(raw: Any) -> str | None:
 
 
 class KeyFilter:
-    """Which label or annotation keys are copied (shell globs) and how much of them."""
+    """Allow-list of label or annotation keys (shell globs), with a maximum key count and value length."""
 
     __slots__ = ("_match_all", "_pattern", "max_keys", "max_value_chars")
 
@@ -83,7 +83,7 @@ class ContainerInfo:
 
 @dataclass(slots=True)
 class PodInfo:
-    """What the cache keeps of one pod: only what enrichment needs, with labels already filtered."""
+    """The cached part of one pod: only the fields enrichment uses, with labels already filtered."""
 
     uid: str
     namespace: str

@@ -337,7 +337,7 @@ async def test_relist_serves_old_cache_until_swap(fake: FakeKube, enrichment: Fa
     original = k8s.reflectors[0].on_list
 
     def on_list(items: list[dict[str, Any]]) -> None:
-        # Called with the new list, before the swap: the old cache must still answer.
+        # Called with the new list, before the swap: the old cache must still return the pod.
         served.append(k8s.cache.get(("container", "ffffffffffff")) is not None)
         original(items)
 

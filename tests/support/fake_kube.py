@@ -3,8 +3,8 @@
 It serves pods and namespaces (list, and watch as JSON lines over a chunked response, with
 resourceVersion, fieldSelector=spec.nodeName=..., allowWatchBookmarks and timeoutSeconds), and GET of
 single replicasets and jobs for owner resolution. Every change gets the next resourceVersion and is
-kept in a history, so a watch resumes from any version that has not been compacted; after
-``compact()`` an older version gets 410 Gone, as a watch ERROR event or as HTTP 410 (``expired_as``).
+kept in a history, so a watch resumes from any version that has not been compacted. After ``compact()``
+an older version gets 410 Gone, as a watch ERROR event or as HTTP 410 (``expired_as``).
 A wrong token gets 401. The server binds 127.0.0.1 only and can be stopped and restarted on its port.
 """
 
@@ -85,7 +85,7 @@ class _Watch:
 
 @dataclass
 class RequestRecord:
-    """One request the fake answered: the verb (list, watch, get) and its query."""
+    """One request the fake served: the verb (list, watch, get), its query and the response status."""
 
     verb: str
     path: str
