@@ -140,6 +140,5 @@ class Reflector:
                 continue
             # The watch delivered an event, so the version from the last list was not already expired.
             self._expired_in_row = 0
-        self._delay = backoff_initial_s
             if isinstance(version, str) and version:
                 self.resource_version = version
