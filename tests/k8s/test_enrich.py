@@ -426,6 +426,27 @@ async def test_in_cluster_config(
     assert len(k8s.cache) == 1
 
 
+async def test_invalid_json_line_restarts_watch(fake: FakeKube, enrichment: Factory) -> None:
+    k8s = await enrichment(watch_namespaces=False)
+    await eventually(lambda: fake.open_watches == 1, "watch open")
+
+    fake.send_raw(b"{not json\n")
+    await eventually(lambda: fake.count("watch") == 2, "watch reopened")
+    fake.add_pod(pod("after"))
+    await eventually(lambda: len(k8s.cache) == 1, "pod after the broken line cached")
+
+    assert k8s.metrics.sample("k8s_watch_restarts_total", resource="pods", reason="unavailable") == 1
+    assert fake.count("list") == 1
+
+
+def test_unreadable_token_file_fails_at_connect(tls: TlsFiles, tmp_path: Path) -> None:
+    config = write_kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:1", tls.ca, token_file=tmp_path / "missing")
+    k8s = KubernetesEnrichment(KubernetesConfig(enabled=True, kubeconfig=config), Metrics(), Health())
+
+    with pytest.raises(KubeConfigError, match="cannot read the token file"):
+        k8s.connect()
+
+
 def test_in_cluster_without_environment_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     k8s = KubernetesEnrichment(KubernetesConfig(enabled=True, service_account_dir=tmp_path), Metrics(), Health())

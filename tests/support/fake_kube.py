@@ -80,7 +80,7 @@ class _Watch:
     resource: Resource
     node: str | None
     bookmarks: bool
-    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[dict[str, Any] | bytes | None] = field(default_factory=asyncio.Queue)
 
 
 @dataclass
@@ -186,6 +186,11 @@ class FakeKube:
         for watch in self._watches:
             watch.queue.put_nowait(None)
 
+    def send_raw(self, line: bytes) -> None:
+        """Write ``line`` as it is to every open watch (to test how the client handles a broken stream)."""
+        for watch in self._watches:
+            watch.queue.put_nowait(line)
+
     def compact(self) -> None:
         """Forget the history up to now: a watch or list from an older resourceVersion gets 410 Gone."""
         self.compacted = self.revision
@@ -258,7 +263,7 @@ class FakeKube:
             await response.prepare(request)
             async with asyncio.timeout(float(query.get("timeoutSeconds", "1800"))):
                 while (item := await watch.queue.get()) is not None:
-                    await response.write(orjson.dumps(item) + b"\n")
+                    await response.write(item if isinstance(item, bytes) else orjson.dumps(item) + b"\n")
         except (TimeoutError, ConnectionResetError):
             pass
         finally:
