@@ -13,6 +13,8 @@ from typing import Any
 
 from router.config import RouterConfig
 from router.delivery import OutputWorker
+from router.enrich.k8s import KubernetesEnrichment
+from router.enrich.kube_api import KubeConfigError
 from router.health import Health
 from router.logs import get_logger
 from router.metrics import Metrics
@@ -49,6 +51,11 @@ class RouterApp:
         self.queues: dict[str, OutputQueue] = {
             name: MemoryQueue(cfg.queue.max_items, cfg.queue.overflow) for name, cfg in self.config.outputs.items()
         }
+        self.kubernetes: KubernetesEnrichment | None = None
+        if self.config.kubernetes.enabled:
+            # Enrichment runs before policy, so policy stages can match on enrichment.k8s.
+            self.kubernetes = KubernetesEnrichment(self.config.kubernetes, self.metrics, self.health)
+            self.stages.insert(0, self.kubernetes.stage)
         self.pipeline = Pipeline(Router(self.config.routes), self.queues, self.metrics, self.stages)
         self.http: HttpIngest | None = None
         self.grpc: Any = None
@@ -56,6 +63,11 @@ class RouterApp:
     async def start(self, *, ingest: bool = True) -> None:
         """Start outputs, delivery loops, the pipeline and (unless ``ingest`` is false) the ingests."""
         problems: list[str] = []
+        if self.kubernetes is not None:
+            try:
+                self.kubernetes.connect()
+            except KubeConfigError as exc:
+                raise StartupError(f"kubernetes: {exc}") from exc
         for name, cfg in self.config.outputs.items():
             output = self.overrides.get(name) or create_output(name, cfg)
             try:
@@ -72,6 +84,9 @@ class RouterApp:
             worker = OutputWorker(output, self.queues[name], self.config.outputs[name].retry, self.metrics, self.health)
             self.supervisor.start(f"deliver-{name}", worker.run())
         self.supervisor.start("pipeline", self.pipeline.run())
+        if self.kubernetes is not None:
+            for task_name, coroutine in self.kubernetes.tasks().items():
+                self.supervisor.start(task_name, coroutine)
 
         if ingest:
             await self._start_ingests()
@@ -130,6 +145,8 @@ class RouterApp:
         if self.http is not None:
             await self.http.stop()
         await self.supervisor.stop()
+        if self.kubernetes is not None:
+            await self.kubernetes.close()
         await self._close_outputs()
         self.log.info("router_stopped")
 

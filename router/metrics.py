@@ -68,6 +68,33 @@ class Metrics:
             registry=r,
         )
 
+        self.k8s_cache_pods = Gauge(
+            f"{PREFIX}_k8s_cache_pods", "Pods in the Kubernetes cache, live or kept after deletion.", ["state"],
+            registry=r,
+        )
+        self.k8s_watch_up = Gauge(
+            f"{PREFIX}_k8s_watch_up", "1 while the watch of a resource is connected and current.", ["resource"],
+            registry=r,
+        )
+        self.k8s_watch_restarts = Counter(
+            f"{PREFIX}_k8s_watch_restarts",
+            "Watch requests that ended, by reason (closed, expired, unavailable, unauthorized).",
+            ["resource", "reason"],
+            registry=r,
+        )
+        self.k8s_relists = Counter(
+            f"{PREFIX}_k8s_relists", "Lists after the first one (after 410 Gone).", ["resource"], registry=r
+        )
+        self.k8s_lookups = Counter(
+            f"{PREFIX}_k8s_lookups",
+            "Pod lookups for alerts, by result (hit, deleted, stale, waited, not_found).",
+            ["result"],
+            registry=r,
+        )
+        self.k8s_owner_lookups = Counter(
+            f"{PREFIX}_k8s_owner_lookups", "GET requests that resolve pod owners, by result.", ["result"], registry=r
+        )
+
     def sample(self, name: str, **labels: str) -> float:
         """Return one sample's value (0 when absent), such as ``sample("output_delivered_total", output="siem")``."""
         return self.registry.get_sample_value(f"{PREFIX}_{name}", labels) or 0.0

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from router.config.base import SecretRef, StrictModel
 from router.config.ingest import GrpcIngestConfig, HttpIngestConfig
+from router.config.kubernetes import KubernetesConfig
 from router.config.outputs import OutputConfig
 from router.config.routes import RouteConfig
 
@@ -45,6 +46,7 @@ class RouterConfig(StrictModel):
     outputs: dict[str, OutputConfig] = Field(min_length=1, description="Named outputs.")
     routes: list[RouteConfig] = Field(min_length=1, description="Routes from alerts to outputs.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig, description="Kubernetes enrichment.")
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:
