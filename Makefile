@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check router tests
 	$(BIN)/mypy router
+
+## proto: regenerate router/proto_gen from proto/falco/*.proto (commit the result)
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
