@@ -130,7 +130,7 @@ class GrpcIngest:
             else:
                 await self._drain_repeatedly(channel)
         except grpc.aio.AioRpcError as exc:
-            raise _session_ended(exc) from exc
+            raise _session_ended(exc, tls=self._socket_path is None) from exc
         finally:
             await channel.close()
 
@@ -295,16 +295,23 @@ def unix_socket_path(address: str) -> str | None:
     return None
 
 
-def _session_ended(exc: grpc.aio.AioRpcError) -> StreamEndedError:
+_TLS_FAILURE_MARKERS: Final = ("ssl", "handshake", "certificate", "tls", "socket closed")
+
+
+def _session_ended(exc: grpc.aio.AioRpcError, *, tls: bool) -> StreamEndedError:
     code = exc.code()
     detail = f"{code.name}: {exc.details()}"
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return StreamEndedError("unimplemented", detail)
     if code == grpc.StatusCode.UNAVAILABLE:
-        # gRPC reports a failed TLS handshake (a rejected client certificate included) as UNAVAILABLE
-        # too; only its detail text tells it apart from an absent server.
+        # gRPC reports a failed TLS handshake as UNAVAILABLE too, and only the detail text tells it
+        # apart from an absent server. With TLS 1.3 the server checks the client certificate after the
+        # client has finished its side of the handshake, so a rejected certificate reaches the client
+        # only as "Socket closed".
+        # NOTE: on a TLS channel, a Falco that closes the socket while the connection is being set up
+        # is reported as tls_failed too.
         lowered = detail.lower()
-        if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered or "tls" in lowered:
+        if tls and any(marker in lowered for marker in _TLS_FAILURE_MARKERS):
             return StreamEndedError("tls_failed", detail)
         return StreamEndedError("unavailable", detail)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
