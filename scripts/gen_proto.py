@@ -1,7 +1,7 @@
 """Generate the Python bindings of Falco's gRPC API from proto/ into a package directory.
 
 protoc writes imports such as ``from falco import schema_pb2``, which only work when the output
-directory is on ``sys.path``; they are rewritten to ``from router.proto_gen.falco import ...`` so the
+directory is on ``sys.path``. They are rewritten to ``from router.proto_gen.falco import ...``, so the
 bindings import as part of the router package. Run through ``make proto``; the test suite runs it into
 a temporary directory and compares the result with the committed files.
 """

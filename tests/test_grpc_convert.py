@@ -137,8 +137,8 @@ def test_empty_rule_is_invalid() -> None:
 
 
 def test_json_output_document_gives_typed_fields() -> None:
-    # Falco with json_output: true puts the whole JSON alert in output; its output_fields keep the types
-    # that the string map loses ("201" stays a string here).
+    # Falco with json_output: true puts the whole JSON alert in output. Its output_fields keep the types
+    # that the string map loses, so "201" stays a string here.
     alert = CORPUS[1]
     message = response_from_alert(alert)
     message.output = corpus_lines()[1]
@@ -158,7 +158,7 @@ def test_json_output_document_without_fields_uses_map() -> None:
     assert event.output == "text line"
 
 
-def test_output_starting_with_brace_but_not_alert_stays_text() -> None:
+def test_brace_output_not_json_stays_text() -> None:
     event = event_from_response(_response(output="{not json"))
     assert event.output == "{not json"
 

@@ -39,8 +39,9 @@ class CaptureOutput(Output):
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
+    # Polling, because the conditions read metrics, health and the stand-in, which signal no event.
     async with asyncio.timeout(WAIT_LIMIT_S):
-        while not condition():
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
@@ -244,7 +245,7 @@ async def test_untrusted_client_certificate_is_rejected(
 
 
 async def test_server_without_falco_api_logs_one_error(socket_path: Path) -> None:
-    # A gRPC server without Falco's services answers UNIMPLEMENTED, as on an address that is no Falco.
+    # A gRPC server without Falco's services returns UNIMPLEMENTED, like any address that is not Falco.
     other = FalcoStandIn(serve_outputs=False)
     address = await other.start_unix(socket_path)
     with capture_logs() as logs:

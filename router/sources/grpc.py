@@ -54,7 +54,7 @@ _CHANNEL_OPTIONS: Final = (
 
 
 class StreamEndedError(Exception):
-    """The session with Falco ended; ``reason`` is a short fixed word, the message the detail."""
+    """The end of a session with Falco: ``reason`` is a short fixed label and the message the detail."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -153,8 +153,8 @@ class GrpcIngest:
         return grpc.aio.secure_channel(self.config.address, credentials, options=options)
 
     async def _probe(self, channel: grpc.aio.Channel) -> None:
-        # The version call proves the transport (and mutual TLS) works before the stream opens; a sub
-        # stream on an empty queue would otherwise stay silent whether or not it is connected.
+        # The version call proves that the transport and mutual TLS work before the stream opens. A sub
+        # stream on an empty queue stays silent whether or not it is connected.
         stub = version_pb2_grpc.serviceStub(channel)
         reply = await stub.version(version_pb2.request(), timeout=self.config.connect_timeout_s)
         self._connected(reply.version)
@@ -205,7 +205,7 @@ class GrpcIngest:
 
     async def _submit(self, event: Event) -> None:
         # Falco has already removed this alert from its queue, so it is held here until the pipeline
-        # takes it; reading stops meanwhile and Falco keeps the rest queued.
+        # takes it. Reading and polling stop meanwhile, so Falco keeps the rest queued.
         # NOTE: an alert held here when the router shuts down is lost, because Falco cannot resend it.
         waiting_since: float | None = None
         while True:

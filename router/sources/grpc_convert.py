@@ -6,8 +6,8 @@ by ``parse_alert`` costs several times more per alert.
 What the gRPC form loses, and how it is put back:
 
 * ``output_fields`` is ``map<string, string>``. Falco 0.35+ stringifies each typed JSON value, so the
-  text is parsed back: ``"null"`` to None, a strict integer to ``int`` (any size), ``"true"``/``"false"``
-  to ``bool``, a strict decimal to ``float``; any other text stays a string.
+  text is parsed back: ``"null"`` to None, a strict integer to ``int`` (any size), ``"true"`` and
+  ``"false"`` to ``bool``, and a strict decimal to ``float``. Any other text stays a string.
 * ``time`` is a Timestamp; it becomes the RFC 3339 string Falco writes in JSON (9 digits and ``Z``).
 * ``priority`` is an enum; it becomes Falco's Titlecase name.
 * An empty ``source`` (field 9) or empty ``tags`` can mean "not sent": see ``_source`` and ``_tags``.
@@ -38,7 +38,7 @@ _DECIMAL: Final = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+(?:[eE][+-]?[0-9]+)?|-
 _CONSTANTS: Final[dict[str, Any]] = {"null": None, "true": True, "false": False}
 
 # falco.schema.source numbers that name a source (the enum's lower-case aliases). 0 (SYSCALL) is left
-# out on purpose, because proto3 cannot tell it apart from "not set", and 3 (PLUGIN) only says that the
+# out on purpose, because proto3 cannot tell it apart from "not set", and 3 (PLUGIN) only means that the
 # real name is in field 9.
 _SOURCE_ENUM_NAMES: Final = {1: "k8s_audit", 2: "internal"}
 
@@ -46,10 +46,10 @@ _SOURCE_ENUM_NAMES: Final = {1: "k8s_audit", 2: "internal"}
 def typed_value(text: str) -> Any:
     """Return the JSON value that Falco 0.35+ stringified into ``text``.
 
-    NOTE: the map carries no type, so a field whose real value is a string that looks like a number,
-    a boolean or null (``ka.response.code`` "201", the syscall-drop counters "922", a process named
-    "true") comes back as a number, boolean or None. Its text is unchanged, so matching on the text
-    form still works, but a JSON output writes it with another type than the HTTP ingest would.
+    NOTE: the map carries no type. A field whose real value is a string that looks like a number, a
+    boolean or null comes back as a number, boolean or None: ``ka.response.code`` "201", the
+    syscall-drop counters "922", a process named "true". Its text is unchanged, so matching on the
+    text form still works, but a JSON output writes it with another type than the HTTP ingest would.
     Pre-0.35 Falco sends "<NA>" for a missing value; it is kept as that string.
     """
     if text in _CONSTANTS:
@@ -83,7 +83,7 @@ def format_time(seconds: int, nanos: int) -> str:
 def event_from_response(message: outputs_pb2.response) -> Event:
     """Convert one gRPC alert into an ``Event`` with ``transport = "grpc"``.
 
-    When Falco runs with ``json_output: true`` the ``output`` field holds the whole JSON alert; its
+    When Falco runs with ``json_output: true`` the ``output`` field contains the whole JSON alert; its
     typed ``output_fields`` and its text ``output`` are used then, so no type is lost. Raises
     ``InvalidAlert`` when the rule is empty, as the HTTP ingest does.
     """
@@ -127,8 +127,8 @@ def event_from_response(message: outputs_pb2.response) -> Event:
 
 def _source(message: outputs_pb2.response) -> str | None:
     # Field 9 is filled by Falco 0.31+. Before that the only source was the enum (field 3), whose
-    # SYSCALL value is 0 and so indistinguishable from "not sent"; the JSON form of those releases
-    # had no source key either (it arrived in 0.30), so None keeps both transports alike.
+    # SYSCALL value is 0 and so cannot be told from "not sent". The JSON form of those releases had no
+    # source key either (it arrived in 0.30), so None keeps both transports alike.
     source: str = message.source
     if source:
         return source
@@ -136,9 +136,9 @@ def _source(message: outputs_pb2.response) -> str | None:
 
 
 def _tags(message: outputs_pb2.response, source: str | None) -> list[str] | None:
-    # JSON has tags (possibly []) from Falco 0.30, never on internal alerts. The repeated field cannot
-    # say "absent", so an empty one is [] only where JSON would have the key: a rule alert from a
-    # Falco that also reports its source.
+    # JSON has tags (possibly []) from Falco 0.30, never on internal alerts. An empty repeated field
+    # may mean "absent", so it becomes [] only where JSON would have the key, which is a rule alert
+    # from a Falco that also reports its source.
     if message.tags:
         return list(message.tags)
     if source is None or source == "internal" or message.rule.startswith("Falco internal:"):

@@ -1,7 +1,7 @@
 """A stand-in for Falco's gRPC server (0.35 to 0.43), built from the router's generated bindings.
 
-It behaves like Falco where the router depends on it: one shared queue that every ``sub`` and ``get``
-call pops from; ``sub`` drains the queue after each client message and then waits for the next one;
+It behaves like Falco where the router depends on it. Every ``sub`` and ``get`` call pops from one
+shared queue. ``sub`` drains the queue after each client message and then waits for the next one.
 ``get`` streams what is queued and ends with OK. It listens on a unix socket (no authentication, as
 Falco does) or on 127.0.0.1 with mutual TLS (client certificate required), and it can be stopped and
 started again while its queue keeps the alerts, like Falco's static queue across a restart.
