@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench generate clean
+.PHONY: install run test lint bench generate clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ generate: $(STAMP)
 	$(BIN)/python docs/gen_output_tables.py
 	$(BIN)/python helm/gen_schema.py
 	$(BIN)/python helm/gen_falco_values.py
+
+## proto: regenerate router/proto_gen from proto/falco/*.proto (commit the result)
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
