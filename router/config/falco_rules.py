@@ -35,6 +35,9 @@ class FalcoRulesConfig(StrictModel):
     falco_binary: Path | None = Field(
         default=None, description="falco executable used for `falco -V`; when unset, `falco` is looked up on PATH."
     )
+    falco_validate: bool = Field(
+        default=True, description="Also validate with `falco -V` when a falco binary is configured or on PATH."
+    )
     falco_config: Path | None = Field(
         default=None, description="falco.yaml passed to `falco -V` with -c (Falco loads its config and plugins first)."
     )

@@ -88,6 +88,8 @@ class RulesRollout:
         self._changed_at: float | None = None
         self._restart_failure: asyncio.Future[str] | None = None
         self._status: dict[str, Any] = {}
+        self.polls = 0
+        """Completed polls of the source folder; lets a caller wait for the loop to have looked again."""
 
     @property
     def active_sha256(self) -> str | None:
@@ -118,6 +120,7 @@ class RulesRollout:
                 elif self._changed_at is not None and loop.time() - self._changed_at >= self.config.debounce_s:
                     self._changed_at = None
                     await self.rollout(candidate)
+            self.polls += 1
             await asyncio.sleep(self.config.poll_interval_s)
 
     def _load_active(self) -> None:
@@ -186,7 +189,7 @@ class RulesRollout:
         return await check_rules_set(
             candidate,
             self.config.base_files,
-            falco_binary=find_falco_binary(self.config.falco_binary),
+            falco_binary=find_falco_binary(self.config.falco_binary) if self.config.falco_validate else None,
             falco_config=self.config.falco_config,
             timeout_s=self.config.validate_timeout_s,
         )
