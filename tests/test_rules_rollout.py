@@ -26,7 +26,12 @@ from router.rules.files import RulesSet, read_rules_dir
 from router.rules.rollout import RULE_REJECTED, RULE_RELOAD_FAILED
 from tests.support.data import CORPUS, PROJECT_ROOT, cases, free_port
 
-VALID = ["rules_k3s_multipass.yaml", "rules_lab_usrlocalbin.yaml", "rules_miner_blog.yaml", "rules_k8s_outbound_traffic.yaml"]
+VALID = [
+    "rules_k3s_multipass.yaml",
+    "rules_lab_usrlocalbin.yaml",
+    "rules_miner_blog.yaml",
+    "rules_k8s_outbound_traffic.yaml",
+]
 REJECT_MARKER = "fake-falco: reject"
 
 
@@ -219,17 +224,21 @@ async def test_ignored_sighup_fails_the_reload(setup, run_app):  # type: ignore[
     assert [r["event"] for r in falco.signalled()] == ["ignored"]
 
 
+BAD_PRIORITY = "- rule: r\n  desc: d\n  condition: proc.name = x\n  output: o\n  priority: urgent\n"
+APPEND_AND_OVERRIDE = (
+    "- list: l\n  items: [a]\n- list: l\n  items: [b]\n  append: true\n  override:\n    items: append\n"
+)
 INVALID = {
-    "append_enabled": ((CORPUS / "rules_invalid_append_enabled.yaml").read_text(), 1, "must have condition or exceptions"),
+    "append_enabled": (
+        (CORPUS / "rules_invalid_append_enabled.yaml").read_text(),
+        1,
+        "must have condition or exceptions",
+    ),
     "yaml_syntax": ("- rule: a\n  desc: [x\n- rule: b\n", 3, "invalid YAML"),
     "unknown_key": ("- list: l\n  items: [a]\n  itemz: [b]\n", 3, "unknown key 'itemz'"),
-    "bad_priority": ("- rule: r\n  desc: d\n  condition: proc.name = x\n  output: o\n  priority: urgent\n", 5, "unknown priority"),
-    "append_and_override": (
-        "- list: l\n  items: [a]\n- list: l\n  items: [b]\n  append: true\n  override:\n    items: append\n",
-        5,
-        "both append and override",
-    ),
-}  # fmt: skip
+    "bad_priority": (BAD_PRIORITY, 5, "unknown priority"),
+    "append_and_override": (APPEND_AND_OVERRIDE, 5, "both append and override"),
+}
 
 
 @pytest.mark.parametrize("case", sorted(INVALID))
@@ -284,7 +293,9 @@ async def test_hot_restart_failure_rolls_back(setup, run_app):  # type: ignore[n
 async def test_rejected_set_retried_only_after_change(setup, run_app):  # type: ignore[no-untyped-def]
     falco = setup.start_falco()
     await started(falco)
-    (setup.source / "custom.yaml").write_text(f"# {REJECT_MARKER}\n" + (CORPUS / "rules_lab_usrlocalbin.yaml").read_text())
+    (setup.source / "custom.yaml").write_text(
+        f"# {REJECT_MARKER}\n" + (CORPUS / "rules_lab_usrlocalbin.yaml").read_text()
+    )
     app = await run_app(setup.config())
     await wait_until(lambda: rollouts(app, "reload_failed") == 1, "the first reload to fail")
 
@@ -336,7 +347,7 @@ async def test_stale_pid_file_of_dead_process(setup, run_app):  # type: ignore[n
 
 
 async def test_stale_pid_file_of_other_process(setup, run_app):  # type: ignore[no-untyped-def]
-    other = subprocess.Popen(["sleep", "60"])
+    other = await asyncio.create_subprocess_exec("sleep", "60")
     try:
         setup.pid_file.write_text(f"{other.pid}\n")
         copy_corpus(setup.source, VALID[:1])
@@ -345,10 +356,10 @@ async def test_stale_pid_file_of_other_process(setup, run_app):  # type: ignore[
         await wait_until(lambda: rollouts(app, "not_signalled") == 1, "the rollout to report a stale pid file")
 
         assert f"process {other.pid} is 'sleep', not '{setup.name}'" in app.health.get("falco_rules").reason
-        assert other.poll() is None
+        assert other.returncode is None
     finally:
         other.terminate()
-        other.wait(timeout=10)
+        await other.wait()
 
 
 async def test_proc_scan_finds_falco_without_pid_file(setup, run_app):  # type: ignore[no-untyped-def]

@@ -116,7 +116,9 @@ def test_priority_spelling_is_case_insensitive(spelling):  # type: ignore[no-unt
 
 
 def test_append_with_override_is_rejected():
-    text = "- macro: spawned_process\n  condition: or proc.name = x\n  append: true\n  override:\n    condition: append\n"
+    text = (
+        "- macro: spawned_process\n  condition: or proc.name = x\n  append: true\n  override:\n    condition: append\n"
+    )
     found = errors(check(text, (BASE,)))
     assert [p.line for p in found] == [3]
     assert "both append and override" in found[0].message
