@@ -73,7 +73,7 @@ class Metrics:
         )
         self.rules_rollouts = Counter(
             f"{PREFIX}_falco_rules_rollouts",
-            "Rules rollouts by result: reloaded, rejected, reload_failed, not_signalled.",
+            "Rules rollouts by result: reloaded, rejected, reload_failed, deploy_failed, not_signalled.",
             ["result"],
             registry=r,
         )

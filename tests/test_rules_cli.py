@@ -64,7 +64,7 @@ def test_rules_check_base_resolves_default_macros(tmp_path):  # type: ignore[no-
 
 
 def fake_falco_binary(folder: Path) -> Path:
-    """Write an executable that answers `falco -V` like Falco: Invalid for files containing 'evt.bogus'."""
+    """Write an executable that imitates `falco -V`: a file containing 'evt.bogus' is Invalid."""
     script = folder / "falco"
     script.write_text(
         f"#!{sys.executable}\n"

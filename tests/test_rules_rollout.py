@@ -1,6 +1,6 @@
 """The rules rollout against a stand-in Falco process: real files, real SIGHUPs, real HTTP ingest.
 
-Every signal the router sends goes to a pid read from a pid file or /proc; each test runs its stand-in
+Every signal the router sends goes to a pid read from a pid file or /proc. Each test runs its stand-in
 under a random process name and checks that the pid is its own child, so no other process can match.
 """
 

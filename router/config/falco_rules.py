@@ -12,7 +12,7 @@ from router.config.base import StrictModel
 class FalcoRulesConfig(StrictModel):
     """Validate the rules files of a source folder, deploy them into Falco's rules folder and reload Falco.
 
-    Off by default: the router only touches Falco's files and process when this section says where they are.
+    Off by default: the router touches Falco's files and process only when this section names them.
     """
 
     enabled: bool = Field(default=False, description="Watch source_dir and roll its rules files out to Falco.")

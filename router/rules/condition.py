@@ -1,9 +1,9 @@
 """Find the macro and list names a Falco condition refers to, without compiling it.
 
-Falco's grammar gives a bare word three meanings by position: a macro where an expression is expected
-(``spawned_process and ...``), a literal value after a comparison operator (``evt.type = execve``), and,
-inside the parentheses after ``in``/``intersects``/``pmatch``, a list name if a list by that name exists or
-else a literal. So an unknown macro can be detected, but an unknown list cannot: Falco reads it as a value.
+In Falco's grammar a bare word means one of three things, by position. Where an expression is expected it is
+a macro (``spawned_process and ...``). After a comparison operator it is a literal value (``evt.type = execve``).
+Inside the parentheses after ``in``/``intersects``/``pmatch`` it is a list if a list by that name exists, and
+a literal otherwise. So an unknown macro can be detected, but an unknown list cannot: Falco reads it as a value.
 """
 
 from __future__ import annotations

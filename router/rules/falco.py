@@ -2,7 +2,7 @@
 
 Exception tree::
 
-    FalcoUnreachableError  no Falco process can be found or signalled; the message says why and what to do
+    FalcoUnreachableError  no Falco process can be found or signalled; the message gives the reason and the fix
 """
 
 from __future__ import annotations

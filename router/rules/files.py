@@ -1,8 +1,9 @@
 """Rules sets on disk: read a folder into a hashed snapshot, and write one into Falco's folder atomically.
 
-A mounted ConfigMap updates by writing a new timestamped folder (``..2026_01_02_03_04_05.123``) and swapping
-the ``..data`` symlink to it; the visible ``name.yaml`` entries are symlinks through ``..data``. Reading the
-folder by content, following symlinks and skipping dot entries, sees each swap as one change of the set.
+The kubelet updates a mounted ConfigMap by writing a new timestamped folder (``..2026_01_02_03_04_05.123``)
+and then swapping the ``..data`` symlink to it. The visible ``name.yaml`` entries are symlinks through
+``..data``. Reading the folder by content, following symlinks and skipping dot entries, turns each swap
+into one change of the set.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def write_rules_set(folder: Path, rules: RulesSet) -> None:
     """Make ``folder`` hold exactly ``rules``: each file replaced atomically, stale rules files removed.
 
     Each file is written to a temporary dot file in the same folder, fsynced and renamed over the old one,
-    so Falco never reads a half-written file; the folder is fsynced so that the renames survive a crash.
+    so Falco never reads a half-written file. The folder is fsynced so that the renames survive a crash.
     """
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in rules.files.items():

@@ -4,8 +4,8 @@ One rollout per settled change of the source folder:
 
 1. poll the folder and wait until its content hash has not changed for ``debounce_s`` (a ConfigMap update
    or several files copied one after another count as one rollout);
-2. validate the whole set, after the base files, with our own checks and, where a falco binary is found,
-   with ``falco -V``; a set with errors never reaches Falco;
+2. validate the whole set, loaded after the base files, with our own checks. Where a falco binary is
+   found, ``falco -V`` checks it too. A set with errors never reaches Falco;
 3. write the set into Falco's rules folder atomically and send Falco exactly one SIGHUP;
 4. confirm the reload: a "Falco internal: hot restart failure" alert inside ``confirm_window_s`` fails it,
    and where Falco's metrics URL is set its rules hash must change inside the window;
@@ -56,7 +56,7 @@ _MAX_PROBLEMS_SHOWN = 20
 
 @dataclass(frozen=True, slots=True)
 class ReloadOutcome:
-    """How a reload ended: ``ok``, or the reason it failed."""
+    """The outcome of a reload: ``ok``, or the reason it failed."""
 
     ok: bool
     reason: str = ""
@@ -82,6 +82,8 @@ class RulesRollout:
         self.health = health
         self.log = get_logger("falco_rules")
         self.active: RulesSet | None = None
+        self.deployed = RulesSet({})
+        """The set in target_dir: the active one, or a newer one Falco has not been signalled to load."""
         self.failed_hashes: set[str] = set()
         self._handled_hash: str | None = None
         self._seen_hash: str | None = None
@@ -93,7 +95,7 @@ class RulesRollout:
 
     @property
     def active_sha256(self) -> str | None:
-        """Return the hash of the rules set Falco runs, as far as the router knows."""
+        """Return the hash of the rules set Falco runs, as last confirmed by the router."""
         return self.active.sha256 if self.active is not None else None
 
     def observe(self, event: Event) -> None:
@@ -129,7 +131,8 @@ class RulesRollout:
         except OSError as exc:
             self.log.warning("rules_target_unreadable", folder=str(self.target_dir), error=str(exc))
             self.active = None
-        self._handled_hash = self.active_sha256
+        self.deployed = self.active if self.active is not None else RulesSet({})
+        self._handled_hash = self.deployed.sha256
         self._publish_active()
         self._report("ok", "waiting for changes", last_result="none")
 
@@ -137,7 +140,7 @@ class RulesRollout:
         try:
             return read_rules_dir(self.source_dir)
         except FileNotFoundError:
-            # A ConfigMap swap can remove a file between listing and reading; the next poll sees the new set.
+            # A ConfigMap swap can remove a file between listing and reading, so the next poll reads again.
             return None
         except OSError as exc:
             self._report("degraded", f"cannot read {self.source_dir}: {exc.strerror}")
@@ -150,6 +153,9 @@ class RulesRollout:
         if sha256 == self._handled_hash:
             return
         self._handled_hash = sha256
+        if sha256 == self.deployed.sha256:
+            self.log.info("rules_candidate_skipped", sha256=sha256, reason="this set is already deployed")
+            return
         if sha256 in self.failed_hashes:
             self.log.info("rules_candidate_skipped", sha256=sha256, reason="this set failed before")
             return
@@ -164,12 +170,13 @@ class RulesRollout:
             self._reject(candidate, [p for p in problems if p.severity == "error"])
             return
 
-        previous = self.active if self.active is not None else RulesSet({})
+        previous = self.deployed
         try:
             write_rules_set(self.target_dir, candidate)
         except OSError as exc:
             self._fail(candidate, "deploy_failed", f"cannot write {self.target_dir}: {exc}", rollback=previous)
             return
+        self.deployed = candidate
         self.log.info("rules_deployed", sha256=sha256, folder=str(self.target_dir))
 
         outcome = await self._reload_falco()
@@ -272,6 +279,7 @@ class RulesRollout:
         rolled_back = True
         try:
             write_rules_set(self.target_dir, rollback)
+            self.deployed = rollback
         except OSError as exc:
             rolled_back = False
             self.log.error("rules_rollback_failed", folder=str(self.target_dir), error=str(exc))
@@ -301,7 +309,8 @@ class RulesRollout:
     def _report(self, status: Any, reason: str, **details: Any) -> None:
         self._status.update(details)
         self._status["active_sha256"] = self.active_sha256
-        self._status["failed_sha256"] = sorted(self.failed_hashes)
+        self._status["deployed_sha256"] = self.deployed.sha256
+        self._status["failed_sha256"] = sorted(self.failed_hashes)[:_MAX_PROBLEMS_SHOWN]
         self.health.set(_HEALTH, status, reason, **self._status)
 
     def _alert(self, rule: str, output: str, fields: dict[str, Any]) -> None:

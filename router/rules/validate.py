@@ -1,8 +1,8 @@
 """Validate Falco rules files against the rules-file schema, without Falco.
 
-The checks follow the rules-file format of Falco 0.43: each file is a YAML sequence whose items start with
-one of ``rule``, ``macro``, ``list``, ``required_engine_version`` or ``required_plugin_versions``; ``append``
-(deprecated since 0.37) and ``override`` (0.37+) change an earlier definition and cannot be combined; an
+The checks follow the rules-file format of Falco 0.43. Each file is a YAML sequence whose items start with
+one of ``rule``, ``macro``, ``list``, ``required_engine_version`` or ``required_plugin_versions``. ``append``
+(deprecated since 0.37) and ``override`` (0.37+) change an earlier definition and cannot be combined. An
 appended or overridden name must already be defined by a file loaded earlier.
 
 Files Falco loads before the candidates (its default ``falco_rules.yaml`` and the like) are "base files".
