@@ -199,3 +199,24 @@ def test_condition_bare_words_are_macros():
 def test_condition_list_names_inside_in():
     refs = find_references("proc.name in (shell_binaries, 'a b', runc:[0:PARENT])")
     assert refs.list_candidates == ["shell_binaries"]
+
+
+def test_duplicate_key_is_warning_with_line():
+    problems = check("- list: l\n  items: [a]\n  items: [b]\n")
+    assert [(p.line, p.severity) for p in problems] == [(3, "warning")]
+
+
+def test_top_level_mapping_is_rejected():
+    found = errors(check("rule: r\ndesc: d\n"))
+    assert [p.line for p in found] == [1]
+    assert "YAML sequence" in found[0].message
+
+
+def test_empty_file_is_valid():
+    assert check("# only a comment\n") == []
+
+
+def test_base_file_problems_are_warnings():
+    broken_base = RulesFile("base.yaml", "- rule: r\n  priority: urgent\n")
+    problems = validate_rules([], [broken_base])
+    assert {p.severity for p in problems} == {"warning"}

@@ -191,9 +191,12 @@ class _Checker:
             self._add(item, f"each item must be a mapping starting with one of: {', '.join(_KINDS)}")
             return
         keys = _mapping(item)
-        for key, (key_node, _value) in keys.items():
-            if key_node is not None and list(keys).count(key) > 1:
-                self._add(key_node, f"key {key!r} appears twice in this item", "warning")
+        seen: set[str] = set()
+        for key_node, _value in item.value:
+            if str(key_node.value) in seen:
+                # Only one of the two values takes effect, which is rarely what the author meant.
+                self._add(key_node, f"key {key_node.value!r} appears twice in this item; remove one", "warning")
+            seen.add(str(key_node.value))
         kinds = [k for k in _KINDS if k in keys]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none of them"
