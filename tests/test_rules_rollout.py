@@ -402,3 +402,42 @@ async def test_configmap_symlink_swap_detected(setup, run_app):  # type: ignore[
     assert read_rules_dir(setup.target) == RulesSet(second)
     assert sorted(p.name for p in setup.target.iterdir()) == ["custom.yaml"]
     assert len(falco.signalled()) == 2
+
+
+async def test_revert_after_unsignalled_deploy(setup, run_app):  # type: ignore[no-untyped-def]
+    copy_corpus(setup.target, ["rules_lab_usrlocalbin.yaml"])
+    old = read_rules_dir(setup.target)
+    copy_corpus(setup.source, ["rules_miner_blog.yaml"])
+    app = await run_app(setup.config())
+    await wait_until(lambda: rollouts(app, "not_signalled") == 1, "the first deploy without Falco")
+
+    (setup.source / "rules_miner_blog.yaml").unlink()
+    copy_corpus(setup.source, ["rules_lab_usrlocalbin.yaml"])
+    await wait_until(lambda: rollouts(app, "not_signalled") == 2, "the old set to be deployed again")
+
+    assert read_rules_dir(setup.target) == old
+
+
+async def test_unexpected_hot_restart_failure_changes_nothing(setup, run_app):  # type: ignore[no-untyped-def]
+    copy_corpus(setup.target, ["rules_lab_usrlocalbin.yaml"])
+    old = read_rules_dir(setup.target)
+    app = await run_app(setup.config())
+    await wait_until(lambda: app.rules.polls > 0, "the first poll")
+
+    request = json.dumps(cases("C11")[0]["event"]).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", setup.port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(request)}\r\nConnection: close\r\n\r\n".encode()
+        + request
+    )
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    await wait_until(lambda: len(setup.ops_alerts()) == 1, "the internal alert on the ops route")
+
+    assert status.split()[1] == b"200"
+    assert setup.ops_alerts()[0]["rule"] == "Falco internal: hot restart failure"
+    assert active_hash(app) == old.sha256
+    assert app.rules.failed_hashes == set()
