@@ -9,22 +9,27 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from router.config import RouterConfig
+from router.config import ConfigError, RouterConfig, load_config
 from router.delivery import OutputWorker
 from router.enrich.k8s import KubernetesEnrichment
 from router.enrich.kube_api import KubeConfigError
 from router.health import Health
-from router.logs import get_logger
+from router.logs import configure_logging, get_logger
 from router.metrics import Metrics
 from router.outputs import create_output
 from router.outputs.base import Output, OutputStartError
 from router.pipeline import Pipeline, Stage
 from router.queue import MemoryQueue, OutputQueue
 from router.routing import Router
+from router.rules.rollout import RulesRollout
 from router.sources.http import HttpIngest
 from router.supervisor import Supervisor
+
+# Sections built once at start-up; a reload that changes them logs that a restart is needed.
+_RESTART_SECTIONS = ("outputs", "ingest", "falco_rules")
 
 
 class StartupError(Exception):
@@ -42,6 +47,8 @@ class RouterApp:
     overrides: dict[str, Output] = field(default_factory=dict)
     """Output instances to use instead of creating them from the config (tests and replay)."""
     stages: list[Stage] = field(default_factory=list)
+    config_path: Path | None = None
+    """The file the config came from; SIGHUP reloads it. None for the embedded default (no reload)."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("app")
@@ -59,6 +66,12 @@ class RouterApp:
         self.pipeline = Pipeline(Router(self.config.routes), self.queues, self.metrics, self.stages)
         self.http: HttpIngest | None = None
         self.grpc: Any = None
+        self.rules: RulesRollout | None = None
+        if self.config.falco_rules.enabled:
+            self.rules = RulesRollout(self.config.falco_rules, self.pipeline.submit, self.metrics, self.health)
+            self.pipeline.observers.append(self.rules.observe)
+        self.config_reloads = 0
+        self._signals: list[signal.Signals] = []
 
     async def start(self, *, ingest: bool = True) -> None:
         """Start outputs, delivery loops, the pipeline and (unless ``ingest`` is false) the ingests."""
@@ -87,6 +100,8 @@ class RouterApp:
         if self.kubernetes is not None:
             for task_name, coroutine in self.kubernetes.tasks().items():
                 self.supervisor.start(task_name, coroutine)
+        if self.rules is not None:
+            self.supervisor.start("falco-rules", self.rules.run())
 
         if ingest:
             await self._start_ingests()
@@ -114,10 +129,68 @@ class RouterApp:
         self.stopped.set()
 
     def install_signal_handlers(self) -> None:
-        """Stop gracefully on SIGTERM and SIGINT."""
+        """Stop gracefully on SIGTERM and SIGINT; reload the config file on SIGHUP."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_config)
+        self._signals = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+
+    def remove_signal_handlers(self) -> None:
+        """Give back the signals taken by ``install_signal_handlers``."""
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals = []
+
+    def reload_config(self) -> bool:
+        """Reload routes and log settings from ``config_path``; keep the running config if the new one is invalid.
+
+        Outputs, ingests and falco_rules are built once at start-up: a change there is logged as needing a
+        restart and the running settings stay. Returns whether the new config was applied.
+        """
+        if self.config_path is None:
+            self.log.warning("config_reload_skipped", reason="the router runs on the embedded default config")
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            return self._reject_reload([str(p) for p in exc.problems])
+        restart_needed = [name for name in _RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)]
+        missing = sorted({o for route in new.routes for o in route.outputs} - set(self.queues))
+        if missing:
+            return self._reject_reload(
+                [f"routes name outputs that are not running: {', '.join(missing)}; restart the router to add outputs"]
+            )
+        for name in restart_needed:
+            self.log.warning("config_reload_restart_required", section=name, path=str(self.config_path))
+        self.pipeline.router = Router(new.routes)
+        configure_logging(new.log.level, new.log.format)
+        self.config = new.model_copy(update={name: getattr(self.config, name) for name in restart_needed})
+        self.config_reloads += 1
+        self.health.set("config", "ok", "loaded", path=str(self.config_path), reloads=self.config_reloads)
+        self.log.info(
+            "config_reloaded",
+            path=str(self.config_path),
+            routes=[r.name for r in new.routes],
+            log_level=new.log.level,
+            restart_required=restart_needed,
+        )
+        return True
+
+    def _reject_reload(self, problems: list[str]) -> bool:
+        for problem in problems:
+            self.log.error("config_reload_problem", path=str(self.config_path), problem=problem)
+        self.log.error("config_reload_rejected", path=str(self.config_path), problems=len(problems))
+        self.health.set(
+            "config",
+            "degraded",
+            "the new config is invalid; the previous one stays in use",
+            path=str(self.config_path),
+            reloads=self.config_reloads,
+            problems=problems,
+        )
+        return False
 
     async def run_until_stopped(self, grace_s: float = 20.0) -> int:
         """Wait for a stop request, then shut down; return the process exit code."""
@@ -148,6 +221,8 @@ class RouterApp:
         if self.kubernetes is not None:
             await self.kubernetes.close()
         await self._close_outputs()
+        if self._signals:
+            self.remove_signal_handlers()
         self.log.info("router_stopped")
 
     async def _close_outputs(self) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 from router import __version__
 from router.config import ConfigError, RouterConfig, load_config, resolve_secrets
 from router.logs import configure_logging
+from router.rules.check import check_rules_set, find_falco_binary
+from router.rules.files import read_rules_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +41,27 @@ def _parser() -> argparse.ArgumentParser:
         "--skip-secrets", action="store_true", help="do not check that secrets are readable (for CI without secrets)"
     )
     check.set_defaults(handler=_check)
+
+    rules = commands.add_parser("rules", help="work with Falco rules files")
+    rules_commands = rules.add_subparsers(metavar="COMMAND")
+    rules_check = rules_commands.add_parser(
+        "check", help="validate a folder of Falco rules files; print every problem as file:line: message"
+    )
+    rules_check.add_argument("folder", type=Path, help="folder of .yaml/.yml rules files, loaded in name order")
+    rules_check.add_argument(
+        "--base",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="rules file Falco loads before the folder (repeat, in load order); makes unresolved names errors",
+    )
+    rules_check.add_argument(
+        "--falco-binary", type=Path, help="falco executable for `falco -V` (default: falco on PATH, if any)"
+    )
+    rules_check.add_argument("--falco-config", type=Path, help="falco.yaml passed to `falco -V` with -c")
+    rules_check.add_argument("--no-falco", action="store_true", help="skip `falco -V` even when falco is on PATH")
+    rules_check.set_defaults(handler=_rules_check)
 
     replay = commands.add_parser("replay", help="send the alerts of a JSON-lines file through the pipeline")
     replay.add_argument("file", type=Path, help="JSON-lines file of Falco alerts ('-' for standard input)")
@@ -76,6 +99,29 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules_check(args: argparse.Namespace) -> int:
+    try:
+        candidate = read_rules_dir(args.folder)
+    except OSError as exc:
+        print(f"{args.folder}: cannot read the folder: {exc.strerror}", file=sys.stderr)
+        return 1
+    binary = None if args.no_falco else find_falco_binary(args.falco_binary)
+    problems = asyncio.run(
+        check_rules_set(
+            candidate, args.base, falco_binary=binary, falco_config=args.falco_config, folder=args.folder
+        )
+    )
+    for problem in problems:
+        print(problem)
+    errors = sum(1 for p in problems if p.severity == "error")
+    checked = f"{len(candidate.files)} file(s)" + (", falco -V" if binary is not None else ", without falco -V")
+    if errors:
+        print(f"{args.folder}: {errors} error(s), {len(problems) - errors} warning(s) in {checked}", file=sys.stderr)
+        return 1
+    print(f"{args.folder}: OK ({checked}, {len(problems)} warning(s))", file=sys.stderr)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
@@ -83,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     from router.run import run_daemon
 
-    return asyncio.run(run_daemon(config))
+    return asyncio.run(run_daemon(config, args.config))
 
 
 def _replay(args: argparse.Namespace) -> int:

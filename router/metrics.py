@@ -94,6 +94,21 @@ class Metrics:
         self.k8s_owner_lookups = Counter(
             f"{PREFIX}_k8s_owner_lookups", "GET requests that resolve pod owners, by result.", ["result"], registry=r
         )
+        self.rules_active = Gauge(
+            f"{PREFIX}_falco_rules_active_info",
+            "1 for the hash of the rules set Falco runs, as last confirmed by the router.",
+            ["sha256"],
+            registry=r,
+        )
+        self.rules_rollouts = Counter(
+            f"{PREFIX}_falco_rules_rollouts",
+            "Rules rollouts by result: reloaded, rejected, reload_failed, deploy_failed, not_signalled.",
+            ["result"],
+            registry=r,
+        )
+        self.rules_problems = Counter(
+            f"{PREFIX}_falco_rules_problems", "Problems found in candidate rules sets.", ["severity"], registry=r
+        )
 
     def sample(self, name: str, **labels: str) -> float:
         """Return one sample's value (0 when absent), such as ``sample("output_delivered_total", output="siem")``."""

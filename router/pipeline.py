@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from router.event import Event
@@ -57,6 +57,8 @@ class Pipeline:
         self._busy = 0
         self.accepting = True
         self._reject_queues = [q for q in queues.values() if getattr(q, "overflow", "") == "reject"]
+        self.observers: list[Callable[[Event], None]] = []
+        """Called with each processed alert before routing; they read it and must not change or block it."""
 
     def submit(self, events: Sequence[Event]) -> None:
         """Queue alerts for processing, all or none; raises ``Backpressure`` when there is no room."""
@@ -102,6 +104,11 @@ class Pipeline:
 
     def dispatch(self, event: Event) -> None:
         """Route one processed alert and put it on each selected output queue."""
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:  # a faulty observer must not stop the alert from being delivered
+                self.log.exception("observer_failed", observer=getattr(observer, "__qualname__", repr(observer)))
         outputs, routes = self.router.select(event)
         if not routes:
             self.metrics.alerts_unrouted.inc()

@@ -1,16 +1,18 @@
-"""``falco-router run``: start the daemon and serve until SIGTERM or SIGINT."""
+"""``falco-router run``: start the daemon and serve until SIGTERM or SIGINT; SIGHUP reloads the config."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from router.app import RouterApp, StartupError
 from router.config import RouterConfig
 from router.logs import get_logger
 
 
-async def run_daemon(config: RouterConfig) -> int:
-    """Run the router until it is stopped; return the exit code."""
+async def run_daemon(config: RouterConfig, config_path: Path | None = None) -> int:
+    """Run the router until it is stopped; return the exit code. SIGHUP reloads ``config_path``."""
     log = get_logger("app")
-    app = RouterApp(config)
+    app = RouterApp(config, config_path=config_path)
     try:
         await app.start()
     except StartupError as exc:

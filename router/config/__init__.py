@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from router.config.base import SecretRef, StrictModel
+from router.config.falco_rules import FalcoRulesConfig
 from router.config.ingest import GrpcIngestConfig, HttpIngestConfig
 from router.config.kubernetes import KubernetesConfig
 from router.config.outputs import OutputConfig
@@ -47,6 +48,9 @@ class RouterConfig(StrictModel):
     routes: list[RouteConfig] = Field(min_length=1, description="Routes from alerts to outputs.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig, description="Kubernetes enrichment.")
+    falco_rules: FalcoRulesConfig = Field(
+        default_factory=FalcoRulesConfig, description="Validate, deploy and hot-reload Falco's rules files."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:
