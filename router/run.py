@@ -18,4 +18,4 @@ async def run_daemon(config: RouterConfig) -> int:
         await app.shutdown(grace_s=0)
         return 1
     app.install_signal_handlers()
-    return await app.run_until_stopped()
+    return await app.run_until_stopped(config.shutdown.grace_s)

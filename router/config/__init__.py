@@ -20,6 +20,7 @@ from router.config.base import SecretRef, StrictModel
 from router.config.ingest import GrpcIngestConfig, HttpIngestConfig
 from router.config.outputs import OutputConfig
 from router.config.routes import RouteConfig
+from router.config.spool import ShutdownConfig, SpoolConfig
 
 _OUTPUT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -45,6 +46,10 @@ class RouterConfig(StrictModel):
     outputs: dict[str, OutputConfig] = Field(min_length=1, description="Named outputs.")
     routes: list[RouteConfig] = Field(min_length=1, description="Routes from alerts to outputs.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+    spool: SpoolConfig | None = Field(
+        default=None, description="Durable per-output queues on disk; without it the queues are in memory."
+    )
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="Graceful shutdown.")
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:
