@@ -25,7 +25,6 @@ from router.event import Event
 from router.logs import get_logger
 from router.metrics import Metrics
 from router.queue import Delivery
-from router.spool import store as ops
 from router.spool.codec import decode_event, encode_event
 from router.spool.queue import SpoolQueue
 from router.spool.store import SpoolError, SpoolStore
@@ -112,7 +111,7 @@ class Spool:
     async def accepted(self, events: Sequence[Event]) -> None:
         """Write accepted alerts and wait for the commit; raises ``SpoolError``."""
         rows = [(event.id, encode_event(event)) for event in events]
-        await self.store.commit(ops.insert_accepted(rows), "accepted")
+        await self.store.commit_accepted(rows)
 
     def routed(self, event: Event, placed: Sequence[tuple[str, Delivery]]) -> None:
         """Replace the accepted row of a routed alert by its delivery rows, in one transaction."""
@@ -120,7 +119,7 @@ class Spool:
         for output, delivery in placed:
             if output in self.queues:
                 rows.append((delivery.seq, output, event.id, self._body_of(delivery)))
-        self.store.submit(ops.record_routing(event.id, rows), "routed")
+        self.store.submit_routing(event.id, rows)
 
     def update_gauges(self) -> None:
         """Export each queue's size in bytes."""
