@@ -25,14 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# The benchmark runs as a script from a checkout, so the project root goes on the import path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from router.app import RouterApp  # noqa: E402 - the path above makes the project importable
-from router.config import RouterConfig  # noqa: E402
-from router.event import Event, parse_alert  # noqa: E402
-from router.logs import configure_logging  # noqa: E402
-from router.outputs.base import DeliveryError, Output  # noqa: E402
-from router.pipeline import Backpressure  # noqa: E402
+from router.app import RouterApp
+from router.config import RouterConfig
+from router.event import Event, parse_alert
+from router.logs import configure_logging
+from router.outputs.base import DeliveryError, Output
+from router.pipeline import Backpressure
 
 ALERT = {
     "hostname": "host-a",
@@ -137,7 +138,7 @@ def measure_formats(directory: Path, records: int = 20_000) -> dict[str, float]:
             db.execute(f"PRAGMA synchronous={synchronous}")
             db.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, body BLOB)")
             started = time.perf_counter()
-            for start in range(0, records, group):
+            for _ in range(0, records, group):
                 db.execute("BEGIN")
                 db.executemany("INSERT INTO t (body) VALUES (?)", [(body,)] * group)
                 db.execute("COMMIT")
@@ -147,7 +148,7 @@ def measure_formats(directory: Path, records: int = 20_000) -> dict[str, float]:
             path = directory / f"segment-{group}-{sync}.log"
             with path.open("ab", buffering=0) as segment:
                 started = time.perf_counter()
-                for start in range(0, records, group):
+                for _ in range(0, records, group):
                     frame = b"".join(len(body).to_bytes(4, "big") + body for _ in range(group))
                     segment.write(frame)
                     if sync:

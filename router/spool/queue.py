@@ -123,7 +123,7 @@ class SpoolQueue:
             return None
         victim = self._page.popleft()
         self._forget([victim])
-        self._store.submit(ops.delete_deliveries([victim.seq]), "drop")
+        self._store.submit_delete([victim.seq], "drop")
         return victim
 
     async def get_batch(self, max_items: int) -> list[Delivery]:
@@ -155,7 +155,7 @@ class SpoolQueue:
                 self._drop_debt -= 1
                 self._sizes[row.seq] = len(row.body)
                 self._forget([delivery])
-                self._store.submit(ops.delete_deliveries([row.seq]), "drop")
+                self._store.submit_delete([row.seq], "drop")
                 self._report_drop(self.name, "queue_full", event.id, event.rule)
                 continue
             self._sizes[row.seq] = len(row.body)
@@ -175,6 +175,7 @@ class SpoolQueue:
                 seq, "unreadable", error, attempts=0, dead_ns=time.time_ns(), keep=self._store.max_dead_letters
             ),
             "dead_letter",
+            reads_seq=seq,
         )
         self._report_drop(self.name, "unreadable", f"seq:{seq}", "")
 
@@ -182,7 +183,7 @@ class SpoolQueue:
         finished = {d.seq for d in deliveries}
         self._in_flight = [d for d in self._in_flight if d.seq not in finished]
         self._forget(deliveries)
-        self._store.submit(ops.delete_deliveries(finished), "delivered")
+        self._store.submit_delete(finished, "delivered")
 
     def _forget(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -203,6 +204,7 @@ class SpoolQueue:
                 keep=self._store.max_dead_letters,
             ),
             "dead_letter",
+            reads_seq=delivery.seq,
         )
 
     def depth(self) -> int:

@@ -68,11 +68,17 @@ class SpoolError(Exception):
 
 @dataclass(slots=True)
 class _Request:
-    operation: Operation
-    future: asyncio.Future[None] | None
+    """One queued write. The frequent kinds are data, so that a group writes each kind with one statement."""
+
     description: str
+    operation: Operation | None = None
+    future: asyncio.Future[None] | None = None
     accepted_rows: list[tuple[str, bytes]] | None = None
     routed_id: str | None = None
+    delivery_rows: list[tuple[int, str, str, bytes]] | None = None
+    deleted_seqs: Iterable[int] | None = None
+    kept_seq: int | None = None
+    """A delivery row that ``operation`` reads, so the group must write it even if it is also deleted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,25 +177,28 @@ class SpoolStore:
 
     # Writes
 
-    def submit(self, operation: Operation, description: str) -> None:
-        """Queue a write whose failure nobody waits for (a failure is logged)."""
-        self._queue(_Request(operation, None, description))
+    def submit(self, operation: Operation, description: str, *, reads_seq: int | None = None) -> None:
+        """Queue a write whose failure nobody waits for (a failure is logged).
 
-    async def commit(self, operation: Operation, description: str) -> None:
-        """Queue a write and wait until the transaction that contains it is committed."""
-        await self._commit(_Request(operation, None, description))
+        ``reads_seq`` names a delivery row the operation reads, which must be written first.
+        """
+        self._queue(_Request(description, operation, kept_seq=reads_seq))
 
     async def commit_accepted(self, rows: list[tuple[str, bytes]]) -> None:
         """Write accepted alerts as (alert id, body) and wait for the commit; raises ``SpoolError``."""
-        await self._commit(_Request(_no_operation, None, "accepted", accepted_rows=rows))
+        await self._commit(_Request("accepted", accepted_rows=rows))
 
     def submit_routing(self, alert_id: str, rows: list[tuple[int, str, str, bytes]]) -> None:
         """Replace an accepted alert by its deliveries, rows as (seq, output, alert id, body)."""
-        self._queue(_Request(_record_routing(alert_id, rows), None, "routed", routed_id=alert_id))
+        self._queue(_Request("routed", routed_id=alert_id, delivery_rows=rows))
+
+    def submit_delete(self, seqs: Iterable[int], description: str) -> None:
+        """Delete deliveries that were delivered or dropped."""
+        self._queue(_Request(description, deleted_seqs=seqs))
 
     async def barrier(self) -> None:
         """Wait until every write queued before this call is committed."""
-        await self.commit(_no_operation, "barrier")
+        await self._commit(_Request("barrier"))
 
     async def _commit(self, request: _Request) -> None:
         assert self._loop is not None, "start() the spool before writing"
@@ -213,16 +222,10 @@ class SpoolStore:
     def _apply(self, group: list[_Request]) -> None:
         assert self._writer_db is not None
         db = self._writer_db
-        routed = {r.routed_id for r in group if r.routed_id is not None}
         error: SpoolError | None = None
         try:
             db.execute("BEGIN IMMEDIATE")
-            for request in group:
-                if request.accepted_rows is not None:
-                    # An alert routed within this group never needs its accepted row.
-                    rows = [row for row in request.accepted_rows if row[0] not in routed]
-                    db.executemany("INSERT OR IGNORE INTO accepted (alert_id, body) VALUES (?, ?)", rows)
-                request.operation(db)
+            _write_group(db, group)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -280,29 +283,48 @@ class SpoolStore:
             return self._reader_db.execute(sql, parameters).fetchall()
 
 
-def _no_operation(_db: sqlite3.Connection) -> None:
-    pass
+def _write_group(db: sqlite3.Connection, group: list[_Request]) -> None:
+    """Write one group: each kind of row with one statement, in an order that keeps the queued order's result.
+
+    Rows inserted and deleted within the group (an alert delivered before its commit) are skipped.
+    """
+    accepted: list[tuple[str, bytes]] = []
+    routed_ids: list[str] = []
+    inserts: list[tuple[int, str, str, bytes]] = []
+    deletes: set[int] = set()
+    kept: set[int] = set()
+    operations: list[Operation] = []
+    for request in group:
+        if request.accepted_rows is not None:
+            accepted.extend(request.accepted_rows)
+        if request.routed_id is not None:
+            routed_ids.append(request.routed_id)
+        if request.delivery_rows is not None:
+            inserts.extend(request.delivery_rows)
+        if request.deleted_seqs is not None:
+            deletes.update(request.deleted_seqs)
+        if request.kept_seq is not None:
+            kept.add(request.kept_seq)
+        if request.operation is not None:
+            operations.append(request.operation)
+    routed = set(routed_ids)
+    # An alert routed within this group never needs its accepted row.
+    fresh = {alert_id for alert_id, _ in accepted}
+    unrouted = [row for row in accepted if row[0] not in routed]
+    db.executemany("INSERT OR IGNORE INTO accepted (alert_id, body) VALUES (?, ?)", unrouted)
+    db.executemany("DELETE FROM accepted WHERE alert_id = ?", [(i,) for i in routed_ids if i not in fresh])
+    transient = (deletes - kept) & {row[0] for row in inserts}
+    db.executemany(
+        "INSERT OR IGNORE INTO deliveries (seq, output, alert_id, body) VALUES (?, ?, ?, ?)",
+        [row for row in inserts if row[0] not in transient],
+    )
+    # Operations (attempts, dead letters) only touch rows inserted above or earlier, and run before the deletes.
+    for operation in operations:
+        operation(db)
+    db.executemany("DELETE FROM deliveries WHERE seq = ?", [(seq,) for seq in deletes - transient])
 
 
 # Operations, applied by the writer thread inside its transaction.
-
-
-def _record_routing(alert_id: str, rows: list[tuple[int, str, str, bytes]]) -> Operation:
-    def apply(db: sqlite3.Connection) -> None:
-        db.execute("DELETE FROM accepted WHERE alert_id = ?", (alert_id,))
-        db.executemany("INSERT OR IGNORE INTO deliveries (seq, output, alert_id, body) VALUES (?, ?, ?, ?)", rows)
-
-    return apply
-
-
-def delete_deliveries(seqs: Iterable[int]) -> Operation:
-    """Forget deliveries that were delivered or dropped."""
-    parameters = [(seq,) for seq in seqs]
-
-    def apply(db: sqlite3.Connection) -> None:
-        db.executemany("DELETE FROM deliveries WHERE seq = ?", parameters)
-
-    return apply
 
 
 def set_attempts(rows: list[tuple[int, int]]) -> Operation:
