@@ -18,7 +18,8 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from router.app import RouterApp
+from router.app import RouterApp, StartupError
+from router.cli import main as cli_main
 from router.config import RouterConfig
 from router.event import Event, parse_alert
 from router.metrics import Metrics
@@ -246,6 +247,53 @@ async def test_permanent_failure_is_kept_as_dead_letter(tmp_path: Path) -> None:
         await receiver.stop()
 
     assert dead_letter_rows(tmp_path) == [("hook", event.id, "http_400")]
+
+
+async def test_cli_lists_and_requeues_dead_letters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receiver = WebhookReceiver(statuses=[400, 400])
+    await receiver.start()
+    config = make_config(tmp_path / "spool", receiver.port)
+    config_path = tmp_path / "router.yaml"
+    config_path.write_text(orjson.dumps(config.model_dump(mode="json")).decode(), encoding="utf-8")
+    events = [alert(1), alert(2)]
+    app = make_app(config)
+    await app.start(ingest=False)
+    try:
+        await app.pipeline.accept(events)
+        await wait_for(lambda: app.metrics.sample("output_lost_total", output="hook", reason="http_400") == 2)
+        await wait_for(lambda: app.queues["hook"].depth() == 0)
+    finally:
+        await app.shutdown(grace_s=1)
+
+    listed_code = cli_main(["spool", "list-dead", "--config", str(config_path)])
+    listing = capsys.readouterr().out
+    requeued_code = cli_main(["spool", "requeue-dead", "hook", "--config", str(config_path)])
+    second = make_app(config)
+    await second.start(ingest=False)
+    try:
+        await wait_for(lambda: len(receiver.accepted) == 2)
+    finally:
+        await second.shutdown(grace_s=1)
+        await receiver.stop()
+
+    assert listed_code == 0
+    assert [line.split()[2] for line in listing.splitlines()] == [event.id for event in events]
+    assert requeued_code == 0
+    assert receiver.accepted == [event.id for event in events]
+    assert dead_letter_rows(tmp_path / "spool") == []
+
+
+async def test_second_router_on_same_spool_fails_to_start(tmp_path: Path) -> None:
+    config = make_config(tmp_path, free_port())
+    first = make_app(config)
+    await first.start(ingest=False)
+    try:
+        with pytest.raises(StartupError, match="in use by another falco-router process"):
+            await make_app(config).start(ingest=False)
+    finally:
+        await first.shutdown(grace_s=0)
 
 
 async def test_breaker_opens_during_outage_and_closes_after(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ use their own connection in a worker thread; WAL lets them run beside the writer
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -30,6 +32,7 @@ from typing import Any
 from router.logs import get_logger
 
 DATABASE_NAME = "spool.sqlite3"
+LOCK_NAME = "spool.lock"
 # How often the background thread copies the WAL into the database file.
 CHECKPOINT_INTERVAL_S = 0.5
 
@@ -104,6 +107,47 @@ class DeadLetter:
     body: bytes
 
 
+class SpoolLock:
+    """An exclusive lock on a spool directory, held by the router for its lifetime.
+
+    Two routers on one spool would deliver every alert twice and number deliveries inconsistently.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; raises ``SpoolError`` when another process holds it."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"cannot open the spool lock in {self.directory}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise SpoolError(
+                f"the spool in {self.directory} is in use by another falco-router process; "
+                "stop it first, or give each router its own spool path"
+            ) from exc
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (closing the file releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> SpoolLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
 def connect(directory: Path, synchronous: str = "normal") -> sqlite3.Connection:
     """Open (and create) the spool database in ``directory``; raises ``SpoolError``."""
     try:
@@ -132,6 +176,7 @@ class SpoolStore:
         self._reader_db: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
         self._checkpoint_db: sqlite3.Connection | None = None
+        self._lock = SpoolLock(directory)
         self._pending: list[_Request] = []
         self._flush_scheduled = False
         self._stop_checkpoints = threading.Event()
@@ -143,6 +188,7 @@ class SpoolStore:
 
     def open(self) -> None:
         """Open the database and read the next delivery sequence number; raises ``SpoolError``."""
+        self._lock.acquire()
         self._writer_db = connect(self.directory, self.synchronous)
         self._reader_db = connect(self.directory, self.synchronous)
         self._checkpoint_db = connect(self.directory, self.synchronous)
@@ -168,6 +214,7 @@ class SpoolStore:
             if connection is not None:
                 connection.close()
         self._writer_db = self._reader_db = self._checkpoint_db = None
+        self._lock.release()
 
     def next_seq(self) -> int:
         """Return the next delivery sequence number; deliveries leave each output in this order."""
