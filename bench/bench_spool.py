@@ -7,6 +7,8 @@ Run from the project root: ``.venv/bin/python bench/bench_spool.py [--rate 2000]
   group commit) is recorded. HTTP parsing is not included.
 - throughput: ``--concurrency`` submitters accept alerts as fast as they can until ``--total`` alerts
   are delivered to an output that does nothing; reported for memory queues and for the spool.
+- http throughput (``--http``): the same, through the HTTP ingest, with the client (one alert per
+  request, ``--concurrency`` connections) in its own process so it does not share the router's loop.
 - formats (``--formats``): the raw cost of the two storage designs considered, SQLite in WAL mode and an
   append-only segment file, for 1 KB records in groups of 1 and 50.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sqlite3
 import statistics
 import sys
@@ -24,6 +27,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 # The benchmark runs as a script from a checkout, so the project root goes on the import path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,9 +65,10 @@ class NullOutput(Output):
         return [None] * len(events)
 
 
-def make_app(spool_dir: Path | None) -> RouterApp:
+def make_app(spool_dir: Path | None, ingest_port: int | None = None) -> RouterApp:
+    http = {"enabled": ingest_port is not None, "listen": f"127.0.0.1:{ingest_port or 2801}"}
     document: dict[str, Any] = {
-        "ingest": {"http": {"enabled": False}},
+        "ingest": {"http": http},
         "outputs": {"sink": {"type": "file", "path": "/dev/null", "queue": {"max_items": 1_000_000}}},
         "routes": [{"name": "all", "outputs": ["sink"]}],
     }
@@ -127,6 +133,48 @@ async def measure_throughput(spool_dir: Path | None, total: int, concurrency: in
     return total / elapsed
 
 
+async def measure_http_throughput(spool_dir: Path | None, total: int, concurrency: int) -> float:
+    port = free_port()
+    app = make_app(spool_dir, port)
+    await app.start()
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--client", f"http://127.0.0.1:{port}/", str(total), str(concurrency),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    output, _ = await client.communicate()
+    await app.pipeline.wait_idle(poll_s=0.001)
+    await app.shutdown(grace_s=5)
+    return float(output.decode().strip())
+
+
+async def run_client(url: str, total: int, concurrency: int) -> None:
+    """Post ``total`` alerts, one per request; print alerts per second."""
+    import aiohttp  # noqa: PLC0415 - only the client process needs it
+
+    body = orjson.dumps(ALERT)
+    remaining = total
+
+    async def poster(session: aiohttp.ClientSession) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            async with session.post(url, data=body) as response:
+                if response.status != 200:
+                    raise SystemExit(f"HTTP {response.status}: {await response.text()}")
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(poster(session) for _ in range(concurrency)))
+        print(total / (time.perf_counter() - started))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def measure_formats(directory: Path, records: int = 20_000) -> dict[str, float]:
     body = os.urandom(512).hex().encode()  # 1 KB
     results: dict[str, float] = {}
@@ -170,7 +218,12 @@ async def main() -> None:
     parser.add_argument("--total", type=int, default=20_000, help="alerts per throughput run")
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent submitters in the throughput run")
     parser.add_argument("--formats", action="store_true", help="also compare SQLite WAL with a segment file")
+    parser.add_argument("--http", action="store_true", help="also measure throughput through the HTTP ingest")
+    parser.add_argument("--client", nargs=3, metavar=("URL", "TOTAL", "CONCURRENCY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client:
+        await run_client(args.client[0], int(args.client[1]), int(args.client[2]))
+        return
     configure_logging("warning", "json")
     print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} sqlite={sqlite3.sqlite_version}")
     with tempfile.TemporaryDirectory() as temporary:
@@ -186,6 +239,11 @@ async def main() -> None:
         spool_rate = await measure_throughput(directory / "throughput", args.total, args.concurrency)
         print(f"throughput memory: {memory_rate:.0f} alerts/s")
         print(f"throughput spool: {spool_rate:.0f} alerts/s ({spool_rate / memory_rate:.0%} of memory)")
+        if args.http:
+            memory_http = await measure_http_throughput(None, args.total, args.concurrency)
+            spool_http = await measure_http_throughput(directory / "http", args.total, args.concurrency)
+            print(f"http throughput memory: {memory_http:.0f} alerts/s")
+            print(f"http throughput spool: {spool_http:.0f} alerts/s ({spool_http / memory_http:.0%} of memory)")
         if args.formats:
             for name, value in measure_formats(directory).items():
                 print(f"format {name}: {value:.0f} records/s")

@@ -75,7 +75,7 @@ class _Request:
 
     description: str
     operation: Operation | None = None
-    future: asyncio.Future[None] | None = None
+    awaited: bool = False
     accepted_rows: list[tuple[str, bytes]] | None = None
     routed_id: str | None = None
     delivery_rows: list[tuple[int, str, str, bytes]] | None = None
@@ -178,6 +178,8 @@ class SpoolStore:
         self._checkpoint_db: sqlite3.Connection | None = None
         self._lock = SpoolLock(directory)
         self._pending: list[_Request] = []
+        # Settled when the group being collected is committed; every waiter of that group shares it.
+        self._group_done: asyncio.Future[None] | None = None
         self._flush_scheduled = False
         self._stop_checkpoints = threading.Event()
         self._thread: threading.Thread | None = None
@@ -249,9 +251,11 @@ class SpoolStore:
 
     async def _commit(self, request: _Request) -> None:
         assert self._loop is not None, "start() the spool before writing"
-        request.future = self._loop.create_future()
+        request.awaited = True
         self._queue(request)
-        await request.future
+        if self._group_done is None:
+            self._group_done = self._loop.create_future()
+        await asyncio.shield(self._group_done)
 
     def _queue(self, request: _Request) -> None:
         self._pending.append(request)
@@ -263,10 +267,11 @@ class SpoolStore:
     def _flush(self) -> None:
         self._flush_scheduled = False
         group, self._pending = self._pending, []
+        done, self._group_done = self._group_done, None
         if group:
-            self._apply(group)
+            self._apply(group, done)
 
-    def _apply(self, group: list[_Request]) -> None:
+    def _apply(self, group: list[_Request], done: asyncio.Future[None] | None) -> None:
         assert self._writer_db is not None
         db = self._writer_db
         error: SpoolError | None = None
@@ -278,18 +283,18 @@ class SpoolStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             error = SpoolError(f"spool write failed: {exc}")
-            unattended = [r.description for r in group if r.future is None]
+            unattended = [r.description for r in group if not r.awaited]
             if unattended:
                 # The alerts are still in memory and delivered, but a restart before delivery loses them.
                 self.log.error(
                     "spool_write_failed", error=str(exc), operations=len(unattended), kinds=sorted(set(unattended))
                 )
-        for request in group:
-            if request.future is not None and not request.future.done():
-                if error is None:
-                    request.future.set_result(None)
-                else:
-                    request.future.set_exception(error)
+        if done is None:
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
     def _checkpoint_forever(self) -> None:
         assert self._checkpoint_db is not None
