@@ -2,9 +2,9 @@
 
 Run from the project root: ``.venv/bin/python bench/bench_spool.py [--rate 2000] [--seconds 5]``.
 
-- latency: alerts are accepted one per call, as the HTTP ingest does per request, at ``--rate``
-  alerts/s; the time from ``Pipeline.accept`` to its return (which with the spool on includes the
-  group commit) is recorded. HTTP parsing is not included.
+- latency: alerts are accepted one per call at ``--rate`` alerts/s, as the HTTP ingest does per
+  request. It records the time from ``Pipeline.accept`` to its return, which with the spool on includes
+  the group commit. HTTP parsing is not included.
 - throughput: ``--concurrency`` submitters accept alerts as fast as they can until ``--total`` alerts
   are delivered to an output that does nothing; reported for memory queues and for the spool.
 - http throughput (``--http``): the same, through the HTTP ingest, with the client (one alert per

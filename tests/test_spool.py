@@ -30,7 +30,7 @@ from tests.support.data import cases, free_port
 from tests.support.webhook import PostOutput, WebhookReceiver
 
 FAST_RETRY = {"initial_backoff_s": 0.05, "max_backoff_s": 0.2, "max_attempts": 1000}
-# C12 asks for a 20 s broker outage; the test keeps the same shape with a shorter, configurable one.
+# C12 has a 20 s broker outage. The test keeps that shape with a shorter outage, set by this variable.
 OUTAGE_S = float(os.environ.get("FALCO_ROUTER_TEST_OUTAGE_S", "3"))
 
 

@@ -34,7 +34,7 @@ class SpoolConfig(StrictModel):
 
 
 class ShutdownConfig(StrictModel):
-    """What the router does on SIGTERM."""
+    """Graceful shutdown on SIGTERM."""
 
     grace_s: float = Field(
         default=20.0,

@@ -2,8 +2,8 @@
 
 Life of an alert with the spool on:
 
-1. The ingest calls ``Pipeline.accept``; the alert is written to the ``accepted`` table and the ingest
-   answers only after the group commit that contains it.
+1. The ingest calls ``Pipeline.accept``, which writes the alert to the ``accepted`` table. The ingest
+   responds only after the group commit that contains it.
 2. After the stages and routing, ``Spool.routed`` deletes the accepted row and writes one delivery row
    per routed output, in one transaction.
 3. Each output's ``SpoolQueue`` hands the rows to its delivery loop in sequence order and deletes each
@@ -72,8 +72,8 @@ class Spool:
         for output, (count, size) in totals.items():
             queue = self.queues.get(output)
             if queue is None:
-                # NOTE: rows of an output removed from the config stay in the spool until it is added
-                # back; they are reported here so an operator can requeue or delete them.
+                # NOTE: rows of an output removed from the config stay in the spool, and are delivered
+                # only if an output of that name is configured again.
                 self.log.warning("spool_output_unknown", output=output, alerts=count)
                 continue
             queue.restore(count, size)

@@ -72,7 +72,7 @@ class SpoolQueue:
         return self._bytes
 
     def memory_items(self) -> int:
-        """Return how many deliveries the queue holds in memory (at most ``page_items`` plus one batch)."""
+        """Return the number of deliveries in memory: at most ``page_items`` plus one batch."""
         return len(self._page) + len(self._in_flight)
 
     def is_full(self) -> bool:
@@ -83,8 +83,8 @@ class SpoolQueue:
     def put(self, delivery: Delivery) -> Delivery | None:
         """Number and enqueue a delivery; the spool row is written by ``Spool.routed``.
 
-        On overflow with drop_oldest the oldest delivery is dropped and returned for the caller to
-        report; further drops (a large alert under ``max_bytes``) are reported through ``report_drop``.
+        On overflow with drop_oldest the oldest delivery is dropped and returned, so the caller reports it.
+        A large alert under ``max_bytes`` can need more drops, and those go to ``report_drop``.
         """
         size = len(self._encode(delivery))
         delivery.seq = self._store.next_seq()

@@ -3,7 +3,7 @@
 Tables:
 
 - ``accepted``: alerts an ingest accepted and the pipeline has not routed yet. A row is written before
-  the ingest answers and deleted in the transaction that writes the alert's deliveries.
+  the ingest responds, and deleted in the transaction that writes the alert's deliveries.
 - ``deliveries``: one row per alert and output, in ``seq`` order, deleted once delivered or given up on.
 - ``dead_letters``: alerts an output gave up on, with the reason; bounded by ``max_dead_letters``.
 
@@ -123,7 +123,8 @@ class SpoolLock:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise SpoolError(f"cannot open the spool lock in {self.directory}: {exc}") from exc
+            message = f"failed to open the spool lock in {self.directory}: {exc}; check the path and its permissions"
+            raise SpoolError(message) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -160,7 +161,7 @@ def connect(directory: Path, synchronous: str = "normal") -> sqlite3.Connection:
         connection.execute("PRAGMA wal_autocheckpoint=0")
         connection.executescript(_SCHEMA)
     except (OSError, sqlite3.Error) as exc:
-        raise SpoolError(f"cannot open the spool in {directory}: {exc}") from exc
+        raise SpoolError(f"failed to open the spool in {directory}: {exc}; check the path and its permissions") from exc
     return connection
 
 
@@ -227,7 +228,7 @@ class SpoolStore:
     # Writes
 
     def submit(self, operation: Operation, description: str, *, reads_seq: int | None = None) -> None:
-        """Queue a write whose failure nobody waits for (a failure is logged).
+        """Queue a write without waiting for its commit; a failed commit is logged.
 
         ``reads_seq`` names a delivery row the operation reads, which must be written first.
         """
@@ -300,7 +301,7 @@ class SpoolStore:
         assert self._checkpoint_db is not None
         while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_S):
             try:
-                # PASSIVE never blocks the writer; pages still being written are copied next time.
+                # PASSIVE does not wait for readers or the writer, so frames in use are copied at a later pass.
                 self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:
                 self.log.warning("spool_checkpoint_failed", error=str(exc))

@@ -1,8 +1,8 @@
 """A webhook receiver on 127.0.0.1 and a minimal webhook output for the spool tests.
 
-``PostOutput`` stands in for ``router.outputs.webhook`` until that module is merged: it posts the
-outgoing alert as JSON and classifies failures the way the output contract asks (connection errors,
-5xx, 408 and 429 are retriable, other 4xx are permanent). It lives under tests/ so that no production
+``PostOutput`` replaces ``router.outputs.webhook`` until that module is merged. It posts the outgoing
+alert as JSON and classifies failures as the output contract requires: connection errors, 5xx, 408 and
+429 are retriable, and other 4xx are permanent. It lives under tests/ so that no production
 config can select it.
 """
 
@@ -68,7 +68,7 @@ class PostOutput(Output):
 class WebhookReceiver:
     """An aiohttp server on 127.0.0.1 that records the alert ids it accepted.
 
-    ``statuses`` are answered, one per request, before it starts answering 200.
+    The first requests get the ``statuses``, one each, and later requests get 200.
     """
 
     def __init__(self, port: int = 0, statuses: list[int] | None = None) -> None:
