@@ -179,6 +179,47 @@ async def test_drop_oldest_counts_and_logs_drops(tmp_path: Path) -> None:
     assert len(set(receiver.accepted)) <= 11
 
 
+async def test_max_bytes_drops_oldest_to_fit(tmp_path: Path) -> None:
+    port = free_port()
+    size = len(encode_event(alert(0)))
+    config = make_config(tmp_path, port, queue={"max_bytes": size * 5, "overflow": "drop_oldest"})
+    app = make_app(config)
+    await app.start(ingest=False)
+    try:
+        for number in range(12):
+            await app.pipeline.accept([alert(number)])
+        await wait_for(lambda: app.metrics.sample("output_lost_total", output="hook", reason="queue_full") >= 7)
+        spooled = app.queues["hook"].size_bytes  # type: ignore[attr-defined]
+    finally:
+        await app.shutdown(grace_s=0)
+
+    assert app.metrics.sample("output_lost_total", output="hook", reason="queue_full") == 7
+    assert spooled <= size * 5
+
+
+async def test_attempts_survive_restart(tmp_path: Path) -> None:
+    port = free_port()
+    first = make_app(make_config(tmp_path, port, retry={**FAST_RETRY, "max_attempts": 100}))
+    await first.start(ingest=False)
+    event = alert(3)
+    await first.pipeline.accept([event])
+    await wait_for(lambda: first.metrics.sample("output_retries_total", output="hook", reason="connection") >= 2)
+    await first.shutdown(grace_s=0)
+    attempts_before = first.metrics.sample("output_retries_total", output="hook", reason="connection")
+
+    # With the attempts of the first run counted, one more failure exhausts a limit of attempts_before + 1.
+    limit = int(attempts_before) + 1
+    second = make_app(make_config(tmp_path, port, retry={**FAST_RETRY, "max_attempts": limit}))
+    await second.start(ingest=False)
+    try:
+        await wait_for(lambda: second.queues["hook"].depth() == 0)
+    finally:
+        await second.shutdown(grace_s=0)
+
+    assert second.metrics.sample("output_retries_total", output="hook", reason="connection") == 0
+    assert dead_letter_rows(tmp_path) == [("hook", event.id, "retries_exhausted")]
+
+
 async def test_reject_answers_503_until_drained(tmp_path: Path) -> None:
     port = free_port()
     ingest_port = free_port()
