@@ -26,6 +26,7 @@ from router.queue import MemoryQueue, OutputQueue
 from router.routing import Router
 from router.rules.rollout import RulesRollout
 from router.sources.http import HttpIngest
+from router.spool import Spool, SpoolError
 from router.supervisor import Supervisor
 
 # Sections built once at start-up; a reload that changes them logs that a restart is needed.
@@ -55,15 +56,19 @@ class RouterApp:
         self.stopped = asyncio.Event()
         self.exit_code = 0
         self.supervisor = Supervisor(self._crashed)
-        self.queues: dict[str, OutputQueue] = {
-            name: MemoryQueue(cfg.queue.max_items, cfg.queue.overflow) for name, cfg in self.config.outputs.items()
-        }
+        self.spool = Spool(self.config.spool, self.metrics) if self.config.spool else None
+        self.queues: dict[str, OutputQueue] = {}
+        for name, cfg in self.config.outputs.items():
+            if self.spool is not None:
+                self.queues[name] = self.spool.create_queue(name, cfg.queue)
+            else:
+                self.queues[name] = MemoryQueue(cfg.queue.max_items, cfg.queue.overflow)
         self.kubernetes: KubernetesEnrichment | None = None
         if self.config.kubernetes.enabled:
             # Enrichment runs before policy, so policy stages can match on enrichment.k8s.
             self.kubernetes = KubernetesEnrichment(self.config.kubernetes, self.metrics, self.health)
             self.stages.insert(0, self.kubernetes.stage)
-        self.pipeline = Pipeline(Router(self.config.routes), self.queues, self.metrics, self.stages)
+        self.pipeline = Pipeline(Router(self.config.routes), self.queues, self.metrics, self.stages, journal=self.spool)
         self.http: HttpIngest | None = None
         self.grpc: Any = None
         self.rules: RulesRollout | None = None
@@ -75,6 +80,11 @@ class RouterApp:
 
     async def start(self, *, ingest: bool = True) -> None:
         """Start outputs, delivery loops, the pipeline and (unless ``ingest`` is false) the ingests."""
+        if self.spool is not None:
+            try:
+                self.spool.open()
+            except SpoolError as exc:
+                raise StartupError(str(exc)) from exc
         problems: list[str] = []
         if self.kubernetes is not None:
             try:
@@ -102,6 +112,10 @@ class RouterApp:
                 self.supervisor.start(task_name, coroutine)
         if self.rules is not None:
             self.supervisor.start("falco-rules", self.rules.run())
+        if self.spool is not None:
+            self.supervisor.start("spool-gauges", self._export_spool_gauges(self.spool))
+            # Alerts accepted before the last stop go through the pipeline before any new one.
+            await self.spool.resume(self.pipeline)
 
         if ingest:
             await self._start_ingests()
@@ -209,12 +223,7 @@ class RouterApp:
             async with asyncio.timeout(grace_s):
                 await self.pipeline.wait_idle()
         except TimeoutError:
-            # NOTE: queues are in memory, so what is still queued now is lost; it is counted and
-            # logged per output so the loss is visible.
-            for name, queue in self.queues.items():
-                if queue.depth():
-                    self.metrics.lost.labels(name, "shutdown").inc(queue.depth())
-                    self.log.error("alert_lost", output=name, reason="shutdown", alerts=queue.depth())
+            self._account_undelivered()
         if self.http is not None:
             await self.http.stop()
         await self.supervisor.stop()
@@ -223,7 +232,27 @@ class RouterApp:
         await self._close_outputs()
         if self._signals:
             self.remove_signal_handlers()
+        if self.spool is not None:
+            await self.spool.close()
         self.log.info("router_stopped")
+
+    def _account_undelivered(self) -> None:
+        for name, queue in self.queues.items():
+            if not queue.depth():
+                continue
+            if queue.durable:
+                # The spool keeps them; the next start delivers them.
+                self.log.info("alerts_kept_in_spool", output=name, alerts=queue.depth())
+            else:
+                # Memory queues lose what is still queued; counted and logged per output so the loss is visible.
+                self.metrics.lost.labels(name, "shutdown").inc(queue.depth())
+                self.log.error("alert_lost", output=name, reason="shutdown", alerts=queue.depth())
+
+    @staticmethod
+    async def _export_spool_gauges(spool: Spool, interval_s: float = 1.0) -> None:
+        while True:
+            spool.update_gauges()
+            await asyncio.sleep(interval_s)
 
     async def _close_outputs(self) -> None:
         for name, output in self.outputs.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from router.config import ConfigError, RouterConfig, load_config, resolve_secret
 from router.logs import configure_logging
 from router.rules.check import check_rules_set, find_falco_binary
 from router.rules.files import read_rules_dir
+from router.spool.admin import list_dead_letters, requeue_dead_letters
+from router.spool.store import SpoolError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("file", type=Path, help="JSON-lines file of Falco alerts ('-' for standard input)")
     replay.add_argument("--config", type=Path, help="YAML config file (default: the embedded default config)")
     replay.set_defaults(handler=_replay)
+
+    spool = commands.add_parser("spool", help="inspect the spool of a stopped router")
+    spool_commands = spool.add_subparsers(metavar="SPOOL_COMMAND")
+    list_dead = spool_commands.add_parser("list-dead", help="list dead-lettered alerts, newest last")
+    list_dead.add_argument("--config", type=Path, required=True, help="YAML config file with a spool section")
+    list_dead.add_argument("--output", help="only this output's dead letters")
+    list_dead.add_argument("--limit", type=int, default=100, help="newest dead letters to list (default: 100)")
+    list_dead.add_argument("--body", action="store_true", help="also print each alert as JSON")
+    list_dead.set_defaults(handler=_spool_list_dead)
+    requeue = spool_commands.add_parser(
+        "requeue-dead", help="queue an output's dead letters for delivery again (router stopped)"
+    )
+    requeue.add_argument("output", help="output name whose dead letters to requeue")
+    requeue.add_argument("--config", type=Path, required=True, help="YAML config file with a spool section")
+    requeue.set_defaults(handler=_spool_requeue_dead)
     return parser
 
 
@@ -142,6 +160,47 @@ def _replay(args: argparse.Namespace) -> int:
     summary = asyncio.run(replay_file(config, args.file))
     print(summary.describe(), file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _spool_path(args: argparse.Namespace) -> Path | None:
+    config = _load(args.config, secrets=False)
+    if config is None:
+        return None
+    if config.spool is None:
+        print(f"{args.config}: no spool is configured (add spool: {{path: ...}})", file=sys.stderr)
+        return None
+    return config.spool.path
+
+
+def _spool_list_dead(args: argparse.Namespace) -> int:
+    path = _spool_path(args)
+    if path is None:
+        return 1
+    try:
+        letters = list_dead_letters(path, args.output, args.limit)
+    except SpoolError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for letter in letters:
+        dead_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(letter.dead_ns / 1e9))
+        print(f"{dead_at} {letter.output} {letter.alert_id} {letter.reason} attempts={letter.attempts} {letter.error}")
+        if args.body:
+            print(f"  {letter.body.decode('utf-8', errors='replace')}")
+    print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+def _spool_requeue_dead(args: argparse.Namespace) -> int:
+    path = _spool_path(args)
+    if path is None:
+        return 1
+    try:
+        moved = requeue_dead_letters(path, args.output)
+    except SpoolError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{moved} dead letter(s) of {args.output} queued for delivery at the next start")
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 This is the one place that logs and counts a failed delivery. Retries go to the head of the queue, so
 alerts leave in the order they arrived and a dead endpoint gets one probe per backoff interval rather
-than a request per alert (the loop is the output's circuit breaker).
+than a request per alert. The loop is the output's circuit breaker: closed while deliveries succeed,
+open while it waits out a backoff, half_open while the head-of-line probe is in flight.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from router.queue import Delivery, OutputQueue
 MAX_RETRY_AFTER_S = 600.0
 # Safety net over the output's own timeouts: _attempt cancels an attempt that runs longer than this.
 ATTEMPT_TIMEOUT_S = 120.0
+BREAKER_STATES = ("closed", "open", "half_open")
 
 
 def backoff_delay(failures: int, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -46,8 +48,9 @@ class OutputWorker:
         self.log = get_logger(f"output.{output.type_name}").bind(output=output.name)
         self._rng = random.Random()
         self._failures = 0
-        self.health.set(self._component, "ok")
+        self.health.set(self._component, "ok", breaker="closed")
         self.metrics.output_up.labels(output.name).set(1)
+        self._set_breaker("closed")
 
     @property
     def _component(self) -> str:
@@ -60,9 +63,15 @@ class OutputWorker:
             await self._deliver(batch)
             self._update_gauges()
 
+    def _set_breaker(self, state: str) -> None:
+        for name in BREAKER_STATES:
+            self.metrics.breaker_state.labels(self.output.name, name).set(1 if name == state else 0)
+
     async def _deliver(self, batch: list[Delivery]) -> None:
         pending = batch
         while pending:
+            if self._failures:
+                self._set_breaker("half_open")
             results = await self._attempt(pending)
             finished: list[Delivery] = []
             retry: list[Delivery] = []
@@ -88,9 +97,11 @@ class OutputWorker:
                 if self._failures:
                     self.log.info("output_recovered", after_failures=self._failures)
                 self._failures = 0
-                self.health.set(self._component, "ok")
+                self._set_breaker("closed")
+                self.health.set(self._component, "ok", breaker="closed")
                 self.metrics.output_up.labels(self.output.name).set(1)
                 return
+            self.queue.retrying(retry)
             self._failures += 1
             delay = backoff_delay(self._failures, self.retry.initial_backoff_s, self.retry.max_backoff_s, self._rng)
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
@@ -103,7 +114,8 @@ class OutputWorker:
                 retry_in_s=round(delay, 3),
                 alert_id=first.event.id,
             )
-            self.health.set(self._component, "failing", first.last_reason, retry_in_s=round(delay, 3))
+            self._set_breaker("open")
+            self.health.set(self._component, "failing", first.last_reason, retry_in_s=round(delay, 3), breaker="open")
             self.metrics.output_up.labels(self.output.name).set(0)
             self._update_gauges()
             await asyncio.sleep(delay)
@@ -127,6 +139,7 @@ class OutputWorker:
         self.metrics.delivery_latency.labels(self.output.name).observe(max(latency_s, 0.0))
 
     def _give_up(self, delivery: Delivery, reason: str, error: DeliveryError) -> None:
+        self.queue.dead_letter(delivery, reason, str(error))
         self.metrics.lost.labels(self.output.name, reason).inc()
         self.log.error(
             "alert_lost",

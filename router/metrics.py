@@ -53,7 +53,15 @@ class Metrics:
         self.output_up = Gauge(
             f"{PREFIX}_output_up", "1 while an output delivers, 0 while its deliveries fail.", ["output"], registry=r
         )
-
+        self.spool_bytes = Gauge(
+            f"{PREFIX}_output_spool_bytes", "Bytes of alerts waiting in an output's spool.", ["output"], registry=r
+        )
+        self.breaker_state = Gauge(
+            f"{PREFIX}_output_breaker_state",
+            "1 for an output's current circuit breaker state (closed, open, half_open), 0 for the others.",
+            ["output", "state"],
+            registry=r,
+        )
         self.ingest_connected = Gauge(
             f"{PREFIX}_ingest_connected", "1 while a streaming ingest (gRPC) is connected.", ["transport"], registry=r
         )

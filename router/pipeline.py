@@ -1,8 +1,9 @@
 """The pipeline between the ingests and the output queues: stages, then routing, then fan-out.
 
-Ingests call ``submit``, which only queues the alert, so the HTTP answer never waits for an output
-(Falco's output thread blocks on it). One task runs the stages (enrichment, policy) and routing in
-arrival order and puts each alert on the queue of every output it is routed to.
+Ingests call ``submit``, which only queues the alert, or ``accept``, which also waits for the spool's
+commit, so the HTTP answer never waits for an output (Falco's output thread blocks on it). One task
+runs the stages (enrichment, policy) and routing in arrival order and puts each alert on the queue of
+every output it is routed to.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ class Backpressure(Exception):
     """The router cannot take more alerts right now; the ingest answers 503 so the sender retries."""
 
 
+class Journal(Protocol):
+    """Durable record of accepted and routed alerts (the spool); without one, alerts live in memory."""
+
+    async def accepted(self, events: Sequence[Event]) -> None:
+        """Persist accepted alerts; return once they are committed, raise when they cannot be."""
+
+    def routed(self, event: Event, placed: Sequence[tuple[str, Delivery]]) -> None:
+        """Record the deliveries of a routed alert (none when it matched no route)."""
+
+
 class Pipeline:
     """Moves accepted alerts through the stages and routing onto the output queues."""
 
@@ -46,11 +57,14 @@ class Pipeline:
         metrics: Metrics,
         stages: Sequence[Stage] = (),
         max_pending: int = 10_000,
+        *,
+        journal: Journal | None = None,
     ) -> None:
         self.router = router
         self.queues = queues
         self.metrics = metrics
         self.stages = list(stages)
+        self.journal = journal
         self.log = get_logger("pipeline")
         self._inbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_pending)
         self._waiting: set[asyncio.Task[None]] = set()
@@ -73,6 +87,23 @@ class Pipeline:
             if event.priority is None:
                 self.metrics.priority_unknown.inc()
             self._inbox.put_nowait(event)
+
+    async def accept(self, events: Sequence[Event]) -> None:
+        """Queue alerts like ``submit``, then wait until the journal has persisted them.
+
+        Raises ``Backpressure`` when there is no room or the journal cannot write. In the second case the
+        alerts are already queued and may still be delivered; a sender that retries may cause a duplicate.
+        """
+        self.submit(events)
+        if self.journal is not None:
+            try:
+                await self.journal.accepted(events)
+            except Exception as exc:
+                raise Backpressure(f"the spool cannot persist the alert: {exc}") from exc
+
+    async def resubmit(self, event: Event) -> None:
+        """Queue an alert already persisted by the journal (resumed after a restart), waiting for room."""
+        await self._inbox.put(event)
 
     async def run(self) -> None:
         """Process alerts in arrival order until cancelled."""
@@ -113,11 +144,16 @@ class Pipeline:
         if not routes:
             self.metrics.alerts_unrouted.inc()
             self.log.debug("alert_unrouted", alert_id=event.id, rule=event.rule)
+            if self.journal is not None:
+                self.journal.routed(event, ())
             return
         for route in routes:
             self.metrics.alerts_routed.labels(route).inc()
+        placed: list[tuple[str, Delivery]] = []
         for name in outputs:
-            dropped = self.queues[name].put(Delivery(event))
+            delivery = Delivery(event)
+            placed.append((name, delivery))
+            dropped = self.queues[name].put(delivery)
             if dropped is not None:
                 self.metrics.lost.labels(name, "queue_full").inc()
                 self.log.error(
@@ -127,6 +163,8 @@ class Pipeline:
                     alert_id=dropped.event.id,
                     rule=dropped.event.rule,
                 )
+        if self.journal is not None:
+            self.journal.routed(event, placed)
 
     def is_idle(self) -> bool:
         """Tell whether nothing is waiting in the pipeline or on any output queue."""

@@ -30,6 +30,9 @@ class Delivery:
 class OutputQueue(Protocol):
     """What the pipeline and the delivery loop need from an output's queue."""
 
+    durable: bool
+    """True when what the queue holds survives a restart (the spool)."""
+
     def is_full(self) -> bool:
         """Tell whether the next ``put`` would overflow."""
 
@@ -42,6 +45,12 @@ class OutputQueue(Protocol):
     def done(self, deliveries: list[Delivery]) -> None:
         """Forget deliveries that were delivered or given up on."""
 
+    def retrying(self, deliveries: list[Delivery]) -> None:
+        """Record that these in-flight deliveries failed and stay queued (their attempts grew)."""
+
+    def dead_letter(self, delivery: Delivery, reason: str, error: str) -> None:
+        """Keep an alert the output gave up on; ``done`` is called for it afterwards."""
+
     def depth(self) -> int:
         """Return how many deliveries are queued or in flight."""
 
@@ -51,6 +60,8 @@ class OutputQueue(Protocol):
 
 class MemoryQueue:
     """A bounded in-memory FIFO; what it holds is lost if the process dies."""
+
+    durable = False
 
     def __init__(self, max_items: int, overflow: str) -> None:
         self.max_items = max_items
@@ -87,6 +98,12 @@ class MemoryQueue:
     def done(self, deliveries: list[Delivery]) -> None:
         finished = set(map(id, deliveries))
         self._in_flight = [d for d in self._in_flight if id(d) not in finished]
+
+    def retrying(self, deliveries: list[Delivery]) -> None:
+        """Do nothing: the attempts live on the in-memory deliveries."""
+
+    def dead_letter(self, delivery: Delivery, reason: str, error: str) -> None:
+        """Do nothing: without a spool a dead letter is only logged and counted."""
 
     def depth(self) -> int:
         return len(self._items) + len(self._in_flight)

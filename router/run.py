@@ -20,4 +20,4 @@ async def run_daemon(config: RouterConfig, config_path: Path | None = None) -> i
         await app.shutdown(grace_s=0)
         return 1
     app.install_signal_handlers()
-    return await app.run_until_stopped()
+    return await app.run_until_stopped(config.shutdown.grace_s)

@@ -22,6 +22,7 @@ from router.config.ingest import GrpcIngestConfig, HttpIngestConfig
 from router.config.kubernetes import KubernetesConfig
 from router.config.outputs import OutputConfig
 from router.config.routes import RouteConfig
+from router.config.spool import ShutdownConfig, SpoolConfig
 
 _OUTPUT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -51,6 +52,10 @@ class RouterConfig(StrictModel):
     falco_rules: FalcoRulesConfig = Field(
         default_factory=FalcoRulesConfig, description="Validate, deploy and hot-reload Falco's rules files."
     )
+    spool: SpoolConfig | None = Field(
+        default=None, description="Durable per-output queues on disk; without it the queues are in memory."
+    )
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="Graceful shutdown.")
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:

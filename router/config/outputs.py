@@ -25,6 +25,13 @@ class QueueConfig(StrictModel):
     """The output's own queue, which lets a slow output fall behind without delaying the others."""
 
     max_items: int = Field(default=100_000, ge=1, description="Alerts the queue holds before the overflow policy applies.")
+    max_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Bytes of spooled alerts the queue holds before the overflow policy applies (spool only; null: no limit)."
+        ),
+    )
     overflow: Literal["drop_oldest", "reject"] = Field(
         default="drop_oldest",
         description="drop_oldest: drop the oldest queued alert, counted and logged. reject: answer 503 so the sender retries.",

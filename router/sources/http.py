@@ -86,7 +86,7 @@ class HttpIngest:
             self.metrics.alerts_repaired.labels(repair).inc(len(events))
             for event in events:
                 event.flags.append(FLAG_UTF8_REPAIRED)
-        return self._accept(events)
+        return await self._accept(events)
 
     async def test_alert(self, _request: web.Request) -> web.Response:
         """Queue a synthetic alert so an operator can check the outputs end to end."""
@@ -105,11 +105,12 @@ class HttpIngest:
             },
             transport=TRANSPORT,
         )
-        return self._accept([event])
+        return await self._accept([event])
 
-    def _accept(self, events: list[Event]) -> web.Response:
+    async def _accept(self, events: list[Event]) -> web.Response:
+        # With the spool on, accept returns after the commit that contains these alerts.
         try:
-            self.pipeline.submit(events)
+            await self.pipeline.accept(events)
         except Backpressure as exc:
             self.metrics.alerts_rejected.labels(TRANSPORT, "backpressure").inc(len(events))
             return web.Response(status=503, text=f"{exc}; retry later\n", headers={"Retry-After": "1"})
