@@ -37,6 +37,10 @@ class Backpressure(Exception):
     """The router cannot take more alerts right now; the ingest answers 503 so the sender retries."""
 
 
+class NotPersisted(Backpressure):
+    """The alerts are queued in memory but the spool could not persist them, so a restart would lose them."""
+
+
 class Journal(Protocol):
     """Durable record of accepted and routed alerts (the spool); without one, alerts live in memory."""
 
@@ -91,15 +95,16 @@ class Pipeline:
     async def accept(self, events: Sequence[Event]) -> None:
         """Queue alerts like ``submit``, then wait until the journal has persisted them.
 
-        Raises ``Backpressure`` when there is no room or the journal cannot write. In the second case the
-        alerts are already queued and may still be delivered; a sender that retries may cause a duplicate.
+        Raises ``Backpressure`` when there is no room, and ``NotPersisted`` when the journal cannot write:
+        then the alerts are already queued and may still be delivered, so a sender that retries may cause
+        a duplicate.
         """
         self.submit(events)
         if self.journal is not None:
             try:
                 await self.journal.accepted(events)
             except Exception as exc:
-                raise Backpressure(f"the spool cannot persist the alert: {exc}") from exc
+                raise NotPersisted(f"the spool cannot persist the alert: {exc}") from exc
 
     async def resubmit(self, event: Event) -> None:
         """Queue an alert already persisted by the journal (resumed after a restart), waiting for room."""

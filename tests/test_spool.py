@@ -23,11 +23,12 @@ from router.cli import main as cli_main
 from router.config import RouterConfig
 from router.event import Event, parse_alert
 from router.metrics import Metrics
+from router.outputs.webhook import WebhookOutput
 from router.spool import Spool
 from router.spool.codec import decode_event, encode_event
 from router.spool.store import DATABASE_NAME
 from tests.support.data import cases, free_port
-from tests.support.webhook import PostOutput, WebhookReceiver
+from tests.support.webhook import WebhookReceiver
 
 FAST_RETRY = {"initial_backoff_s": 0.05, "max_backoff_s": 0.2, "max_attempts": 1000}
 # C12 has a 20 s broker outage. The test keeps that shape with a shorter outage, set by this variable.
@@ -64,7 +65,7 @@ def make_config(
 
 
 def make_app(config: RouterConfig) -> RouterApp:
-    return RouterApp(config, overrides={"hook": PostOutput("hook", config.outputs["hook"])})
+    return RouterApp(config)
 
 
 def alert(number: int) -> Event:
@@ -203,9 +204,9 @@ async def test_attempts_survive_restart(tmp_path: Path) -> None:
     await first.start(ingest=False)
     event = alert(3)
     await first.pipeline.accept([event])
-    await wait_for(lambda: first.metrics.sample("output_retries_total", output="hook", reason="connection") >= 2)
+    await wait_for(lambda: first.metrics.sample("output_retries_total", output="hook", reason="connection_failed") >= 2)
     await first.shutdown(grace_s=0)
-    attempts_before = first.metrics.sample("output_retries_total", output="hook", reason="connection")
+    attempts_before = first.metrics.sample("output_retries_total", output="hook", reason="connection_failed")
 
     # With the attempts of the first run counted, one more failure exhausts a limit of attempts_before + 1.
     limit = int(attempts_before) + 1
@@ -216,7 +217,7 @@ async def test_attempts_survive_restart(tmp_path: Path) -> None:
     finally:
         await second.shutdown(grace_s=0)
 
-    assert second.metrics.sample("output_retries_total", output="hook", reason="connection") == 0
+    assert second.metrics.sample("output_retries_total", output="hook", reason="connection_failed") == 0
     assert dead_letter_rows(tmp_path) == [("hook", event.id, "retries_exhausted")]
 
 
@@ -385,5 +386,5 @@ async def test_outage_delays_only_the_failing_output(tmp_path: Path) -> None:
     archived = [orjson.loads(line)["uuid"] for line in file_path.read_text().splitlines()]
     assert archive_done_during_outage
     assert archived == [event.id for event in events]
-    assert hook_memory <= 100 + PostOutput.max_batch
+    assert hook_memory <= 100 + WebhookOutput.max_batch
     assert receiver.accepted == [event.id for event in events]

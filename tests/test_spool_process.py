@@ -24,16 +24,22 @@ import yaml
 
 from router.spool.store import DATABASE_NAME
 from tests.support.data import PROJECT_ROOT, cases, free_port
-from tests.support.webhook import WebhookReceiver, webhook_module_available
+from tests.support.falco_grpc import FalcoStandIn, response_from_alert
+from tests.support.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 
 EXIT_DEADLINE_S = 30.0
 
 
-def write_config(directory: Path, ingest_port: int, webhook_port: int, grace_s: float = 20.0) -> Path:
+def write_config(
+    directory: Path, ingest_port: int, webhook_port: int, grace_s: float = 20.0, grpc_address: str | None = None
+) -> Path:
+    ingest: dict[str, object] = {"http": {"listen": f"127.0.0.1:{ingest_port}"}}
+    if grpc_address is not None:
+        ingest["grpc"] = {"enabled": True, "address": grpc_address, "poll_interval_s": 0.05}
     document = {
-        "ingest": {"http": {"listen": f"127.0.0.1:{ingest_port}"}},
+        "ingest": ingest,
         "outputs": {
             "hook": {
                 "type": "webhook",
@@ -53,10 +59,7 @@ def write_config(directory: Path, ingest_port: int, webhook_port: int, grace_s: 
 
 @contextmanager
 def router_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    if webhook_module_available():
-        command = [sys.executable, "-m", "router", "run", "--config", str(config)]
-    else:
-        command = [sys.executable, "-m", "tests.support.spool_router", "--config", str(config)]
+    command = [sys.executable, "-m", "router", "run", "--config", str(config)]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     with log.open("ab") as stderr:
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -185,3 +188,43 @@ async def test_sigterm_during_outage_exits_and_keeps_alerts(tmp_path: Path) -> N
     assert kept == 100
     assert sorted(ids_by_stamp(receiver)) == stamps
     assert "alerts_kept_in_spool" in log.read_text()
+
+
+async def test_kill_9_loses_no_alert_taken_from_falco_grpc(tmp_path: Path) -> None:
+    # Falco removes an alert from its queue when it streams it, so the spool is the only copy left.
+    ingest_port, webhook_port = free_port(), free_port()
+    falco = FalcoStandIn()
+    address = await falco.start_unix(tmp_path / "falco.sock")
+    config = write_config(tmp_path, ingest_port, webhook_port, grpc_address=address)
+    log = tmp_path / "router.log"
+    template = cases("C12")[0]["event"]
+    stamps = [1700000020000000000 + n * 1_000_000 for n in range(200)]
+    try:
+        with router_process(config, log) as first:
+            await wait_ready(ingest_port, first, log)
+            falco.enqueue(
+                response_from_alert({**template, "output_fields": {**template["output_fields"], "evt.time": stamp}})
+                for stamp in stamps
+            )
+            deadline = time.monotonic() + EXIT_DEADLINE_S
+            while (falco.queue or spooled_deliveries(tmp_path) < len(stamps)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            first.send_signal(signal.SIGKILL)
+            killed_code = await wait_exit(first, EXIT_DEADLINE_S)
+        assert not falco.queue, "the router did not take every alert from Falco before the kill"
+    finally:
+        await falco.stop()
+
+    receiver = WebhookReceiver(webhook_port)
+    with router_process(config.with_name("router.yaml"), log) as second:
+        await wait_ready(ingest_port, second, log)
+        await receiver.start()
+        try:
+            await wait_delivered(receiver, len(stamps))
+            second.send_signal(signal.SIGTERM)
+            await wait_exit(second, EXIT_DEADLINE_S)
+        finally:
+            await receiver.stop()
+
+    assert killed_code == -signal.SIGKILL
+    assert sorted(ids_by_stamp(receiver)) == stamps

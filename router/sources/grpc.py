@@ -21,7 +21,7 @@ import grpc.aio
 
 from router.event import Event, InvalidAlert
 from router.logs import get_logger
-from router.pipeline import Backpressure
+from router.pipeline import Backpressure, NotPersisted
 from router.proto_gen.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from router.sources.grpc_convert import TRANSPORT, event_from_response
 
@@ -210,7 +210,11 @@ class GrpcIngest:
         waiting_since: float | None = None
         while True:
             try:
-                self.pipeline.submit([event])
+                await self.pipeline.accept([event])
+            except NotPersisted as exc:
+                # Queued in memory already: retrying would queue it twice.
+                self.log.warning("alert_not_persisted", error=str(exc), alert_id=event.id)
+                break
             except Backpressure as exc:
                 if waiting_since is None:
                     waiting_since = time.monotonic()

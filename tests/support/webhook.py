@@ -1,68 +1,12 @@
-"""A webhook receiver on 127.0.0.1 and a minimal webhook output for the spool tests.
-
-``PostOutput`` replaces ``router.outputs.webhook`` until that module is merged. It posts the outgoing
-alert as JSON and classifies failures as the output contract requires: connection errors, 5xx, 408 and
-429 are retriable, and other 4xx are permanent. It lives under tests/ so that no production
-config can select it.
-"""
+"""A webhook receiver on 127.0.0.1 for the spool tests, which record alert ids across router restarts."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
-
-from router.event import Event
-from router.outputs.base import Output, OutputStartError, PermanentError, RetriableError
-
-ALERT_ID_HEADER = "X-Falco-Router-Alert-Id"
-
-
-def webhook_module_available() -> bool:
-    """Tell whether the production webhook output is in this checkout."""
-    return importlib.util.find_spec("router.outputs.webhook") is not None
-
-
-class PostOutput(Output):
-    """POST each alert to ``config.url``."""
-
-    type_name = "webhook"
-    notifies = True
-
-    def __init__(self, name: str, config: Any) -> None:
-        super().__init__(name, config)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        try:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_s))
-        except RuntimeError as exc:
-            raise OutputStartError(str(exc)) from exc
-
-    async def send(self, event: Event) -> None:
-        assert self._session is not None
-        headers = {"Content-Type": "application/json", ALERT_ID_HEADER: event.id}
-        try:
-            async with self._session.post(str(self.config.url), data=event.to_json(), headers=headers) as response:
-                await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise RetriableError("connection", repr(exc)) from exc
-        if status < 300:
-            return
-        retry_after_s = float(retry_after) if retry_after and retry_after.isdigit() else None
-        if status >= 500 or status in (408, 429):
-            raise RetriableError(f"http_{status}", retry_after_s=retry_after_s)
-        raise PermanentError(f"http_{status}")
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
 
 class WebhookReceiver:
