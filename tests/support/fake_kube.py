@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import ssl
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from tests.support.certs import make_pki
 from tests.support.data import free_port
 
 Resource = Literal["pods", "namespaces"]
@@ -36,22 +36,9 @@ class TlsFiles:
 
 
 def make_tls(directory: Path) -> TlsFiles:
-    """Create a CA and a server certificate for IP 127.0.0.1 with the openssl CLI."""
-    ca_key, ca = directory / "ca.key", directory / "ca.crt"
-    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "server.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-        "-days", "1", "-subj", "/CN=fake-kube-ca", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-out", str(cert), "-days", "1", "-extfile", str(ext))  # fmt: skip
-    return TlsFiles(ca=ca, cert=cert, key=key)
+    """Create a CA and a server certificate for IP 127.0.0.1 signed by it."""
+    pki = make_pki(directory, "kube")
+    return TlsFiles(ca=pki.ca_cert, cert=pki.server.cert, key=pki.server.key)
 
 
 def write_kubeconfig(

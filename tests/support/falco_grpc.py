@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import json
-import subprocess
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import grpc.aio
 from router.event import parse_time
 from router.priority import parse_priority
 from router.proto_gen.falco import outputs_pb2, outputs_pb2_grpc, schema_pb2, version_pb2, version_pb2_grpc
+from tests.support.certs import make_pki
 
 FALCO_VERSION = "0.43.1"
 
@@ -102,26 +102,14 @@ class TlsFiles:
 
 
 def make_tls_files(directory: Path) -> TlsFiles:
-    """Create a CA, a server certificate for 127.0.0.1/localhost and a client certificate with openssl."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-            "-keyout", "ca.key", "-out", "ca.pem")
-    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
-    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n", encoding="utf-8")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-                "-out", f"{name}.csr")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    """Create a CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    pki = make_pki(directory, "falco")
     return TlsFiles(
-        ca=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.pem",
-        client_key=directory / "client.key",
+        ca=pki.ca_cert,
+        server_cert=pki.server.cert,
+        server_key=pki.server.key,
+        client_cert=pki.client.cert,
+        client_key=pki.client.key,
     )
 
 
