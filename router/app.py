@@ -11,14 +11,16 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.config import RouterConfig
+from router.config import ConfigError, Problem, RouterConfig
 from router.delivery import OutputWorker
+from router.event import Event
 from router.health import Health
 from router.logs import get_logger
 from router.metrics import Metrics
 from router.outputs import create_output
 from router.outputs.base import Output, OutputStartError
-from router.pipeline import Pipeline, Stage
+from router.pipeline import Backpressure, Pipeline, Stage
+from router.policy.engine import PolicyEngine, PolicyStage
 from router.queue import MemoryQueue, OutputQueue
 from router.routing import Router
 from router.sources.http import HttpIngest
@@ -49,7 +51,20 @@ class RouterApp:
         self.queues: dict[str, OutputQueue] = {
             name: MemoryQueue(cfg.queue.max_items, cfg.queue.overflow) for name, cfg in self.config.outputs.items()
         }
+        self.policy: PolicyEngine | None = None
+        if self.config.policy.files:
+            try:
+                self.policy = PolicyEngine.from_files(
+                    self.config.policy, self.metrics, health=self.health, inject=self._inject
+                )
+            except ConfigError as exc:
+                raise StartupError("invalid policy: " + "; ".join(str(p) for p in exc.problems)) from exc
+            # The policy runs after enrichment, because its expressions can read enrichment.k8s.*.
+            self.stages.append(PolicyStage(self.policy))
         self.pipeline = Pipeline(Router(self.config.routes), self.queues, self.metrics, self.stages)
+        if self.policy is not None:
+            # Dedup updates repeat an alert that was already enriched and routed, so they skip the stages.
+            self.policy.emit_update = self.pipeline.dispatch
         self.http: HttpIngest | None = None
         self.grpc: Any = None
 
@@ -71,7 +86,12 @@ class RouterApp:
         for name, output in self.outputs.items():
             worker = OutputWorker(output, self.queues[name], self.config.outputs[name].retry, self.metrics, self.health)
             self.supervisor.start(f"deliver-{name}", worker.run())
+        self.pipeline.notifying = frozenset(name for name, output in self.outputs.items() if output.notifies)
         self.supervisor.start("pipeline", self.pipeline.run())
+        if self.policy is not None:
+            self.supervisor.start("policy-ticker", self.policy.run_ticker())
+            if self.config.policy.watch:
+                self.supervisor.start("policy-watch", self.policy.watch_files())
 
         if ingest:
             await self._start_ingests()
@@ -89,6 +109,18 @@ class RouterApp:
 
             self.grpc = GrpcIngest(self.config.ingest.grpc, self.pipeline, self.metrics, self.health)
             self.supervisor.start("ingest-grpc", self.grpc.run())
+
+    def reload_policy(self) -> list[Problem]:
+        """Reload the policy files (SIGHUP); return the problems, in which case the old policy stays active."""
+        return self.policy.reload() if self.policy is not None else []
+
+    def _inject(self, event: Event) -> None:
+        # Incidents go through the stages like any alert, so they are enriched, allow-listed and routed.
+        try:
+            self.pipeline.submit([event])
+        except Backpressure:
+            self.metrics.policy_injected_lost.labels("incident").inc()
+            self.log.error("alert_lost", output="pipeline", reason="backpressure", alert_id=event.id, rule=event.rule)
 
     def _crashed(self, name: str, _error: BaseException | None) -> None:
         self.exit_code = 1

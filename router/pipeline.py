@@ -57,6 +57,8 @@ class Pipeline:
         self._busy = 0
         self.accepting = True
         self._reject_queues = [q for q in queues.values() if getattr(q, "overflow", "") == "reject"]
+        self.notifying: frozenset[str] = frozenset()
+        """Outputs that page people; the policy annotations hold alerts back from them (see routing.held_back)."""
 
     def submit(self, events: Sequence[Event]) -> None:
         """Queue alerts for processing, all or none; raises ``Backpressure`` when there is no room."""
@@ -102,14 +104,16 @@ class Pipeline:
 
     def dispatch(self, event: Event) -> None:
         """Route one processed alert and put it on each selected output queue."""
-        outputs, routes = self.router.select(event)
-        if not routes:
+        plan = self.router.plan(event, self.notifying)
+        if not plan.routes:
             self.metrics.alerts_unrouted.inc()
             self.log.debug("alert_unrouted", alert_id=event.id, rule=event.rule)
             return
-        for route in routes:
+        for route in plan.routes:
             self.metrics.alerts_routed.labels(route).inc()
-        for name in outputs:
+        for name, reason in plan.held.items():
+            self.metrics.policy_held_back.labels(name, reason).inc()
+        for name in plan.outputs:
             dropped = self.queues[name].put(Delivery(event))
             if dropped is not None:
                 self.metrics.lost.labels(name, "queue_full").inc()

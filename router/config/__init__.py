@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -19,7 +19,10 @@ from pydantic import Field, ValidationError, model_validator
 from router.config.base import SecretRef, StrictModel
 from router.config.ingest import GrpcIngestConfig, HttpIngestConfig
 from router.config.outputs import OutputConfig
+from router.config.policy import PolicyConfig
 from router.config.routes import RouteConfig
+
+_Model = TypeVar("_Model", bound=StrictModel)
 
 _OUTPUT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -45,6 +48,7 @@ class RouterConfig(StrictModel):
     outputs: dict[str, OutputConfig] = Field(min_length=1, description="Named outputs.")
     routes: list[RouteConfig] = Field(min_length=1, description="Routes from alerts to outputs.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy files: allow-list, dedup, correlation.")
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:
@@ -78,6 +82,11 @@ outputs:
     type: stdout
 routes:
   - name: everything
+    outputs: [stdout]
+  # Falco's internal alerts (syscall drops, hot restart failures) are health events, which the
+  # routes for security alerts leave out by default.
+  - name: ops
+    internal: only
     outputs: [stdout]
 """
 
@@ -120,6 +129,11 @@ def load_config(path: Path | None) -> RouterConfig:
 
 def parse_config(text: str, filename: str) -> RouterConfig:
     """Validate YAML config text; ``filename`` is used in problem reports."""
+    return parse_yaml_model(text, filename, RouterConfig)
+
+
+def parse_yaml_model(text: str, filename: str, model: type[_Model]) -> _Model:
+    """Validate YAML text against a config model; raise ``ConfigError`` with every problem found."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -140,15 +154,16 @@ def parse_config(text: str, filename: str) -> RouterConfig:
         raise ConfigError(problems)
 
     try:
-        config = RouterConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         problems.extend(_problems_from(exc, lines, filename))
-        # The cross-reference check in RouterConfig runs only once every field is valid; repeat it on
-        # the raw data so a bad output name is reported together with the other problems.
-        reported = {p.path for p in problems}
-        for problem in _dangling_outputs(data, lines, filename):
-            if problem.path not in reported:
-                problems.append(problem)
+        if model is RouterConfig:
+            # The cross-reference check in RouterConfig runs only once every field is valid; repeat it on
+            # the raw data so a bad output name is reported together with the other problems.
+            reported = {p.path for p in problems}
+            for problem in _dangling_outputs(data, lines, filename):
+                if problem.path not in reported:
+                    problems.append(problem)
         raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)
