@@ -95,6 +95,8 @@ def _merge(parsed: list[tuple[Path, PolicyFile]]) -> tuple[PolicyFile, list[Prob
                 message = "internal is set in more than one file; keep it in one"
                 problems.append(Problem(path="internal", file=str(path), message=message))
             internal = policy.internal
+    if problems:
+        return PolicyFile(), problems
     merged = PolicyFile(
         allow_list=sections["allow_list"],
         dedup=sections["dedup"],
