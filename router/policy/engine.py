@@ -272,7 +272,11 @@ class PolicyEngine:
     # Time ------------------------------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> None:
-        """Close ended dedup windows, drop expired correlation state, and re-check expiry on a new day."""
+        """Close ended dedup windows, drop expired correlation state, and re-check expiry on a new day.
+
+        ``now`` is the time windows are measured in (the clock by default; event time in a dry run).
+        Expiry dates are always checked against the clock.
+        """
         if now is None:
             now = self.clock()
         policy = self.policy
@@ -288,10 +292,15 @@ class PolicyEngine:
             self.metrics.policy_correlation_keys.labels(name).set(len(correlation.tracks))
             self.metrics.policy_correlation_evicted.labels(name).inc(correlation.evicted)
             correlation.evicted = 0
-        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        today = self._today()
         if today != policy.allow_list.today:
             self._report_expired(policy.allow_list.set_today(today))
             self._report_health()
+
+    def flush(self) -> None:
+        """Close every open dedup window now and emit its update (end of a replay)."""
+        for state in self.policy.dedup:
+            state.close_all(self.emit_update)
 
     def _report_expired(self, expired: list[Any]) -> None:
         gauge = self.metrics.policy_allowlist_expired
