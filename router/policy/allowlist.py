@@ -1,8 +1,8 @@
 """Allow-list: known, accepted activity that must not page anyone.
 
 Results do not depend on entry order: every active entry whose expression matches is reported (sorted
-by name) and counted. Entries whose expression requires a rule name are indexed by it, so an alert is
-tested against its rule's entries and the entries that name no rule, not against all of them.
+by name) and counted. Entries are indexed by a field value their expression requires (the rule name
+when there is one), so an alert is tested against a few candidates, not against every entry.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 
 from router.config.policy import AllowListEntry
 from router.event import Event
-from router.policy.match import Matcher, canonical, compile_match
+from router.policy.index import Anchor, ByField, anchor
+from router.policy.match import Matcher, compile_match
 
 
 @dataclass(slots=True)
@@ -23,10 +24,12 @@ class CompiledEntry:
 
     config: AllowListEntry
     match: Matcher
-    rules: frozenset[str] | None
-    """Rule names the expression requires (None: any rule), used only to index the entry."""
+    anchor: Anchor | None
+    """A field value the expression requires, used only to index the entry."""
     hits: int = 0
     warned_on: dt.date | None = None
+    counter: Any = None
+    """The metric child counting this entry's suppressions (set by the engine)."""
 
     @property
     def name(self) -> str:
@@ -44,13 +47,12 @@ class AllowList:
 
     entries: list[CompiledEntry]
     today: dt.date
-    _by_rule: dict[str, list[CompiledEntry]] = field(default_factory=dict)
-    _any_rule: list[CompiledEntry] = field(default_factory=list)
+    _index: ByField[CompiledEntry] = field(default_factory=lambda: ByField([]))
 
     @classmethod
     def compile(cls, configs: Iterable[AllowListEntry], today: dt.date) -> AllowList:
         """Compile the entries and index the active ones for ``today``."""
-        entries = [CompiledEntry(c, compile_match(c.match), required_rules(c.match)) for c in configs]
+        entries = [CompiledEntry(c, compile_match(c.match), anchor(c.match)) for c in configs]
         allow_list = cls(entries, today)
         allow_list.set_today(today)
         return allow_list
@@ -58,24 +60,13 @@ class AllowList:
     def set_today(self, today: dt.date) -> list[CompiledEntry]:
         """Re-index for a new date; return the entries that are expired on it."""
         self.today = today
-        self._by_rule = {}
-        self._any_rule = []
-        expired = []
-        for entry in self.entries:
-            if entry.expired(today):
-                expired.append(entry)
-                continue
-            if entry.rules is None:
-                self._any_rule.append(entry)
-            else:
-                for rule in entry.rules:
-                    self._by_rule.setdefault(rule, []).append(entry)
+        expired = [entry for entry in self.entries if entry.expired(today)]
+        self._index = ByField([(entry, entry.anchor) for entry in self.entries if not entry.expired(today)])
         return expired
 
     def matching(self, event: Event) -> list[CompiledEntry]:
         """Return the active entries that match the alert, sorted by name."""
-        found = [entry for entry in self._by_rule.get(event.rule, ()) if entry.match(event)]
-        found += [entry for entry in self._any_rule if entry.match(event)]
+        found = [entry for entry in self._index.candidates(event) if entry.match(event)]
         if len(found) > 1:
             found.sort(key=lambda entry: entry.name)
         return found
@@ -84,40 +75,3 @@ class AllowList:
         """Return the entries that expire within ``within_days`` days or have already expired."""
         limit = self.today + dt.timedelta(days=within_days)
         return [e for e in self.entries if e.config.expires is not None and e.config.expires <= limit]
-
-
-def required_rules(spec: Any) -> frozenset[str] | None:
-    """Return the rule names an expression requires (``rule`` equals or in, alone or inside ``all``).
-
-    None means the expression can match any rule. Only conditions that must hold are used, so the index
-    never hides an entry from an alert it would match.
-    """
-    if isinstance(spec, list):
-        spec = {"all": spec}
-    if isinstance(spec, str):
-        name, _, rest = spec.partition("==")
-        if name.strip() == "rule" and rest:
-            value = rest.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            return frozenset((value,)) if canonical(value) == value else None
-        return None
-    if not isinstance(spec, dict):
-        return None
-    if spec.get("field") == "rule":
-        # The index compares raw names, so a name that canonicalises differently (numeric text) stays
-        # out of it and is tested like any other entry.
-        equals = spec.get("equals")
-        if isinstance(equals, str) and canonical(equals) == equals:
-            return frozenset((equals,))
-        values = spec.get("in")
-        if isinstance(values, list) and all(isinstance(v, str) and canonical(v) == v for v in values):
-            return frozenset(values)
-        return None
-    parts = spec.get("all")
-    if isinstance(parts, list):
-        for part in parts:
-            rules = required_rules(part)
-            if rules is not None:
-                return rules
-    return None

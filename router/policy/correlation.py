@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from router.config.policy import CorrelationRule
 from router.event import MISSING, Event
-from router.policy.dedup import fingerprint
+from router.policy.dedup import key_values
 from router.policy.match import Matcher, canonical, compile_match
 from router.priority import parse_priority
 
@@ -44,7 +44,8 @@ class CorrelationState:
         self.rule = rule
         self.steps: tuple[Matcher, ...] = tuple(compile_match(step) for step in rule.steps or ())
         self.match: Matcher | None = compile_match(rule.match) if rule.match is not None else None
-        self.tracks: dict[str, _Track] = {}
+        self.tracks: dict[tuple[str, ...], _Track] = {}
+        self._fields = sorted(rule.key)
         self.evicted = 0
         self.fired = 0
 
@@ -54,7 +55,7 @@ class CorrelationState:
             return self._sequence(event, now)
         if self.match is not None and not self.match(event):
             return None
-        key = fingerprint(event, self.rule.key)
+        key = key_values(event, self._fields)
         track = self._track(key, now)
         window = self.rule.window_s
         if self.rule.kind == "threshold":
@@ -62,6 +63,7 @@ class CorrelationState:
             while times and now - times[0][0] >= window:
                 times.popleft()
             times.append((now, event.id))
+            self._touch(key)
             if len(times) < (self.rule.count or 0):
                 return None
             ids = [alert_id for _, alert_id in times]
@@ -74,6 +76,7 @@ class CorrelationState:
             for form in stale:
                 del track.distinct[form]
             track.distinct[canonical(value) or repr(value)] = (now, event.id)
+            self._touch(key)
             if len(track.distinct) < (self.rule.count or 0):
                 return None
             ids = [alert_id for _, alert_id in track.distinct.values()]
@@ -82,14 +85,14 @@ class CorrelationState:
 
     def _sequence(self, event: Event, now: float) -> Event | None:
         steps = self.steps
-        key: str | None = None
+        key: tuple[str, ...] | None = None
         track: _Track | None = None
         matches_next = False
         for index, step in enumerate(steps):
             if not step(event):
                 continue
             if key is None:
-                key = fingerprint(event, self.rule.key)
+                key = key_values(event, self._fields)
                 track = self.tracks.get(key)
                 if track is not None and now - track.start >= self.rule.window_s:
                     del self.tracks[key]
@@ -116,7 +119,7 @@ class CorrelationState:
             track.ids = [event.id]
         return None
 
-    def _track(self, key: str, now: float) -> _Track:
+    def _track(self, key: tuple[str, ...], now: float) -> _Track:
         track = self.tracks.get(key)
         if track is not None:
             return track
@@ -129,13 +132,22 @@ class CorrelationState:
         self.tracks[key] = track
         return track
 
+    def _touch(self, key: tuple[str, ...]) -> None:
+        # Re-inserting moves the key to the end, so the dict stays ordered by last activity and
+        # ``expire`` and eviction find the stale keys at the front.
+        self.tracks[key] = self.tracks.pop(key)
+
     def expire(self, now: float) -> int:
         """Drop keys whose whole window has passed; return how many were dropped."""
         window = self.rule.window_s
-        stale = [key for key, track in self.tracks.items() if now - _newest(track) >= window]
-        for key in stale:
+        dropped = 0
+        while self.tracks:
+            key, track = next(iter(self.tracks.items()))
+            if now - _newest(track) < window:
+                break
             del self.tracks[key]
-        return len(stale)
+            dropped += 1
+        return dropped
 
     def _incident(self, event: Event, ids: list[str]) -> Event:
         self.fired += 1

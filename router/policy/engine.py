@@ -29,6 +29,7 @@ from router.metrics import Metrics
 from router.policy.allowlist import AllowList
 from router.policy.correlation import CorrelationState
 from router.policy.dedup import DedupState
+from router.policy.index import Anchor, ByRule, anchor, sequence_anchor
 
 EventSink = Callable[[Event], None]
 
@@ -46,6 +47,8 @@ class Policy:
     dedup: list[DedupState]
     correlation: list[CorrelationState]
     internal: InternalConfig
+    dedup_index: ByRule[DedupState]
+    correlation_index: ByRule[CorrelationState]
 
 
 def read_policy_files(paths: Sequence[Path]) -> tuple[PolicyFile, str]:
@@ -134,7 +137,7 @@ class PolicyEngine:
         """Create an engine and load its files; raise ``ConfigError`` when any file is invalid."""
         engine = cls(config, metrics, **kwargs)
         policy_file, digest = read_policy_files(config.files)
-        engine._swap(policy_file, digest)
+        engine.install(policy_file, digest)
         return engine
 
     # Loading -----------------------------------------------------------------------------------
@@ -160,13 +163,14 @@ class PolicyEngine:
             )
             return exc.problems
         if digest != self.policy.digest:
-            self._swap(policy_file, digest)
+            self.install(policy_file, digest)
         else:
             self._report_health()
         self.metrics.policy_reloads.labels("ok").inc()
         return []
 
-    def _swap(self, policy_file: PolicyFile, digest: str) -> None:
+    def install(self, policy_file: PolicyFile, digest: str) -> None:
+        """Compile a validated policy and make it the active one (``reload`` calls this)."""
         old = self.policy
         new = self._build(policy_file, digest, old)
         # One assignment: an alert is processed entirely under the old or entirely under the new policy,
@@ -186,6 +190,9 @@ class PolicyEngine:
     def _build(self, policy_file: PolicyFile, digest: str, old: Policy | None) -> Policy:
         today = self._today()
         allow_list = AllowList.compile(policy_file.allow_list, today)
+        # Labelled children are looked up once here: labels() costs microseconds on every alert.
+        for entry in allow_list.entries:
+            entry.counter = self.metrics.policy_suppressed.labels(entry.name)
         dedup = []
         old_dedup = {state.rule.name: state for state in (old.dedup if old else ())}
         for rule in policy_file.dedup:
@@ -194,6 +201,8 @@ class PolicyEngine:
             dedup.append(previous if previous is not None and previous.rule == rule else DedupState(rule))
         for state in old_dedup.values():
             state.close_all(self.emit_update)
+        for state in dedup:
+            state.folded = self.metrics.policy_dedup_folded.labels(state.rule.name)
         correlation = []
         old_correlation = {state.rule.name: state for state in (old.correlation if old else ())}
         for correlation_rule in policy_file.correlation:
@@ -207,6 +216,8 @@ class PolicyEngine:
             dedup=dedup,
             correlation=correlation,
             internal=policy_file.internal or InternalConfig(),
+            dedup_index=ByRule([(s, anchor(s.rule.match) if s.rule.match is not None else None) for s in dedup]),
+            correlation_index=ByRule([(c, _correlation_anchor(c)) for c in correlation]),
         )
 
     def _today(self) -> dt.date:
@@ -227,22 +238,22 @@ class PolicyEngine:
             annotations["suppressed"] = {"entries": [entry.name for entry in entries]}
             for entry in entries:
                 entry.hits += 1
-                self.metrics.policy_suppressed.labels(entry.name).inc()
+                entry.counter.inc()
             names = annotations["suppressed"]["entries"]
             self.log.debug("alert_suppressed", alert_id=event.id, rule=event.rule, entries=names)
         if event.is_internal:
             event.invalidate_json()
             return event
         if not entries:
-            for state in policy.dedup:
+            for state in policy.dedup_index.candidates(event):
                 if state.applies(event):
                     annotation = state.process(event, now, self.emit_update)
                     annotations["dedup"] = annotation
                     if annotation["role"] == "repeat":
-                        self.metrics.policy_dedup_folded.labels(state.rule.name).inc()
+                        state.folded.inc()
                     break
         if "incident" not in annotations:
-            for correlation in policy.correlation:
+            for correlation in policy.correlation_index.candidates(event):
                 incident = correlation.process(event, now)
                 if incident is not None:
                     self.metrics.policy_incidents.labels(correlation.rule.name).inc()
@@ -359,6 +370,13 @@ def _stat_files(paths: Sequence[Path]) -> list[tuple[int, int] | None]:
         else:
             stats.append((stat.st_mtime_ns, stat.st_size))
     return stats
+
+
+def _correlation_anchor(state: CorrelationState) -> Anchor | None:
+    rule = state.rule
+    if rule.steps is not None:
+        return sequence_anchor(rule.steps)
+    return anchor(rule.match) if rule.match is not None else None
 
 
 def _nowhere(_event: Event) -> None:

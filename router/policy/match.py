@@ -57,10 +57,14 @@ class MatchError(ValueError):
 def canonical(value: Any) -> str | None:
     """Return the transport-independent form of a scalar field value, or None for a list or mapping.
 
-    Integers and integral floats become their decimal text, numeric strings are read as numbers first
-    (``"034816"`` and ``34816`` are equal), booleans become ``true``/``false`` as gRPC writes them,
-    and null (JSON null or the gRPC string ``"null"``) becomes a marker no real string can equal.
+    Integers and integral floats become their decimal text, which is what the gRPC transport sends for
+    them, so 34816 and "34816" are equal. Other strings are kept as they are: reading "0123" or "1e5"
+    as a number would make different container ids or names equal. Booleans become ``true``/``false``
+    as gRPC writes them, and null (JSON null or the gRPC string ``"null"``) becomes a marker that no
+    real string equals.
     """
+    if isinstance(value, str):
+        return _NULL if value == "null" else value
     if value is None:
         return _NULL
     if isinstance(value, bool):
@@ -69,14 +73,6 @@ def canonical(value: Any) -> str | None:
         return str(value)
     if isinstance(value, float):
         return _float_text(value)
-    if isinstance(value, str):
-        if value == "null":
-            return _NULL
-        if _INT_TEXT.fullmatch(value):
-            return str(int(value))
-        if _FLOAT_TEXT.fullmatch(value):
-            return _float_text(float(value))
-        return value
     return None
 
 
@@ -140,8 +136,15 @@ def _compile_list(value: Any, path: str) -> list[Matcher]:
 
 def _compile_all(value: Any, path: str) -> Matcher:
     parts = tuple(_compile_list(value, path))
+    # Two and three parts are the common case; plain "and" avoids a generator per alert.
     if len(parts) == 1:
         return parts[0]
+    if len(parts) == 2:
+        first, second = parts
+        return lambda event: first(event) and second(event)
+    if len(parts) == 3:
+        first, second, third = parts
+        return lambda event: first(event) and second(event) and third(event)
     return lambda event: all(part(event) for part in parts)
 
 
@@ -206,15 +209,44 @@ def _compile_leaf(spec: dict[str, Any], path: str) -> Matcher:
             raise MatchError(where, "expected true or false")
         return _exists(name, value)
 
+    get = _getter(name)
+    if operator == "equals" and (target := _scalar(value, where)) != _NULL:
+        return _equals(get, target)
     test = _value_test(operator, value, where)
     negate = operator in ("not_equals", "not_in")
 
     def matches(event: Event) -> bool:
-        found = event.get_field(name)
+        found = get(event)
         if found is MISSING:
             return negate
         hit = any(test(item) for item in found) if isinstance(found, list) else test(found)
         return not hit if negate else hit
+
+    return matches
+
+
+_TOP_LEVEL: Final = frozenset(("rule", "priority", "source", "hostname", "tags", "output"))
+
+
+def _getter(name: str) -> Callable[[Event], Any]:
+    # Same lookup as Event.get_field, with the branch chosen once here instead of on every alert.
+    if name in _TOP_LEVEL or name.startswith("enrichment."):
+        return lambda event: event.get_field(name)
+    return lambda event: event.output_fields.get(name, MISSING)
+
+
+def _equals(get: Callable[[Event], Any], target: str) -> Matcher:
+    # The common case, kept short: a string value is its own canonical form unless it is "null",
+    # which cannot equal a non-null target.
+    def matches(event: Event) -> bool:
+        found = get(event)
+        if found.__class__ is str:
+            return bool(found == target)
+        if found is MISSING:
+            return False
+        if isinstance(found, list):
+            return any(canonical(item) == target for item in found)
+        return canonical(found) == target
 
     return matches
 

@@ -15,8 +15,9 @@ from router.app import RouterApp
 from router.config import parse_config
 from router.config.policy import AllowListEntry, PolicyConfig
 from router.event import parse_alert
-from router.policy.allowlist import AllowList, required_rules
+from router.policy.allowlist import AllowList
 from router.policy.engine import PolicyEngine
+from router.policy.index import anchor
 from tests.policy.alerts import alert
 from tests.policy.recording import Clock, RecordingOutput
 from tests.support.data import corpus_lines
@@ -40,10 +41,24 @@ def test_rule_index_keeps_other_rules_out() -> None:
     assert allow_list.matching(alert()) == []
 
 
-def test_required_rules_only_from_conditions_that_must_hold() -> None:
-    assert required_rules({"all": [{"field": "rule", "in": ["A", "B"]}, "proc.name == sh"]}) == frozenset({"A", "B"})
-    assert required_rules({"any": ["rule == A", "proc.name == sh"]}) is None
-    assert required_rules({"field": "rule", "equals": "0123"}) is None
+def test_anchor_prefers_rule_condition() -> None:
+    expression = {"all": ["proc.name == sh", {"field": "rule", "in": ["A", "B"]}]}
+    assert anchor(expression) == ("rule", frozenset({"A", "B"}))
+
+
+def test_anchor_only_from_conditions_that_must_hold() -> None:
+    assert anchor({"any": ["rule == A", "proc.name == sh"]}) is None
+    assert anchor({"not": "rule == A"}) is None
+    assert anchor("rule != A") is None
+
+
+def test_anchor_uses_canonical_values() -> None:
+    assert anchor({"field": "proc.tty", "in": [34816, "1"]}) == ("proc.tty", frozenset({"34816", "1"}))
+
+
+def test_index_finds_entry_anchored_on_list_field() -> None:
+    allow_list = AllowList.compile([_entry("shell-tag", {"field": "tags", "equals": "shell"})], TODAY)
+    assert [e.name for e in allow_list.matching(alert())] == ["shell-tag"]
 
 
 def test_entry_suppresses_through_expiry_day() -> None:
