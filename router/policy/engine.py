@@ -200,7 +200,7 @@ class PolicyEngine:
             # Unchanged rules keep their open windows across a reload, so a reload does not re-page.
             dedup.append(previous if previous is not None and previous.rule == rule else DedupState(rule))
         for state in old_dedup.values():
-            state.close_all(self.emit_update)
+            state.close_all(self._send_update)
         for state in dedup:
             state.folded = self.metrics.policy_dedup_folded.labels(state.rule.name)
         correlation = []
@@ -230,42 +230,57 @@ class PolicyEngine:
         policy = self.policy
         if now is None:
             now = self.clock()
-        annotations = event.annotations
-        if event.is_internal:
-            annotations["internal"] = {"rate_limited": self._rate_limited(event, policy.internal, now)}
-        entries = policy.allow_list.matching(event)
-        if entries:
-            annotations["suppressed"] = {"entries": [entry.name for entry in entries]}
-            for entry in entries:
-                entry.hits += 1
-                entry.counter.inc()
-            names = annotations["suppressed"]["entries"]
-            self.log.debug("alert_suppressed", alert_id=event.id, rule=event.rule, entries=names)
-        if event.is_internal:
-            event.invalidate_json()
-            return event
-        if not entries:
-            for state in policy.dedup_index.candidates(event):
-                if state.applies(event):
-                    annotation = state.process(event, now, self.emit_update)
-                    annotations["dedup"] = annotation
-                    if annotation["role"] == "repeat":
-                        state.folded.inc()
-                    break
-        if "incident" not in annotations:
-            for correlation in policy.correlation_index.candidates(event):
-                incident = correlation.process(event, now)
-                if incident is not None:
-                    self.metrics.policy_incidents.labels(correlation.rule.name).inc()
-                    self.log.info(
-                        "incident_raised",
-                        correlation=correlation.rule.name,
-                        incident_id=incident.id,
-                        alert_ids=incident.annotations["incident"]["alert_ids"],
-                    )
-                    self.inject(incident)
+        internal = event.is_internal
+        if internal:
+            event.annotations["internal"] = {"rate_limited": self._rate_limited(event, policy.internal, now)}
+        suppressed = self._apply_allow_list(event, policy)
+        if not internal:
+            if not suppressed:
+                self._fold(event, policy, now)
+            if "incident" not in event.annotations:
+                self._correlate(event, policy, now)
         event.invalidate_json()
         return event
+
+    def _apply_allow_list(self, event: Event, policy: Policy) -> bool:
+        entries = policy.allow_list.matching(event)
+        if not entries:
+            return False
+        names = [entry.name for entry in entries]
+        event.annotations["suppressed"] = {"entries": names}
+        for entry in entries:
+            entry.hits += 1
+            entry.counter.inc()
+        self.log.debug("alert_suppressed", alert_id=event.id, rule=event.rule, entries=names)
+        return True
+
+    def _fold(self, event: Event, policy: Policy, now: float) -> None:
+        # The first dedup rule that applies folds the alert; the order of the policy files decides.
+        for state in policy.dedup_index.candidates(event):
+            if state.applies(event):
+                annotation = state.process(event, now, self._send_update)
+                event.annotations["dedup"] = annotation
+                if annotation["role"] == "repeat":
+                    state.folded.inc()
+                return
+
+    def _send_update(self, update: Event) -> None:
+        self.metrics.policy_dedup_updates.labels(update.annotations["dedup"]["rule"]).inc()
+        self.emit_update(update)
+
+    def _correlate(self, event: Event, policy: Policy, now: float) -> None:
+        for correlation in policy.correlation_index.candidates(event):
+            incident = correlation.process(event, now)
+            if incident is None:
+                continue
+            self.metrics.policy_incidents.labels(correlation.rule.name).inc()
+            self.log.info(
+                "incident_raised",
+                correlation=correlation.rule.name,
+                incident_id=incident.id,
+                alert_ids=incident.annotations["incident"]["alert_ids"],
+            )
+            self.inject(incident)
 
     def _rate_limited(self, event: Event, internal: InternalConfig, now: float) -> bool:
         host = event.hostname or ""
@@ -292,7 +307,7 @@ class PolicyEngine:
             now = self.clock()
         policy = self.policy
         for state in policy.dedup:
-            state.expire(now, self.emit_update)
+            state.expire(now, self._send_update)
             name = state.rule.name
             self.metrics.policy_dedup_open.labels(name).set(len(state.groups))
             self.metrics.policy_dedup_evicted.labels(name).inc(state.evicted)
@@ -311,7 +326,7 @@ class PolicyEngine:
     def flush(self) -> None:
         """Close every open dedup window now and emit its update (end of a replay)."""
         for state in self.policy.dedup:
-            state.close_all(self.emit_update)
+            state.close_all(self._send_update)
 
     def _report_expired(self, expired: list[Any]) -> None:
         gauge = self.metrics.policy_allowlist_expired

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from router.app import RouterApp
 from router.config import parse_config
-from router.config.policy import DedupRule
+from router.config.policy import DedupRule, PolicyConfig
 from router.event import Event, parse_alert
 from router.policy.dedup import DedupState, fingerprint
+from router.policy.engine import PolicyEngine
 from tests.policy.alerts import BASE, alert, grpc_form
 from tests.policy.recording import Clock, RecordingOutput
 from tests.support.data import cases
@@ -206,3 +207,22 @@ async def test_case_c07_update_lists_count_and_cmdlines(tmp_path: Path) -> None:
     assert update["final"] is True
     expected = [row["event"]["output_fields"]["proc.cmdline"] for row in cases("C07")]
     assert update["distinct"]["proc.cmdline"] == expected
+
+
+def test_fingerprint_keeps_number_like_ids_apart() -> None:
+    """Container ids such as 0000000e0001 must not be read as the number 0."""
+    first = alert({"container.id": "0000000e0001"})
+    second = alert({"container.id": "000000000e01"})
+    assert fingerprint(first, KEY) != fingerprint(second, KEY)
+
+
+def test_engine_counts_updates(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(_POLICY)
+    updates: list[Event] = []
+    engine = PolicyEngine.from_files(PolicyConfig(files=[policy]), emit_update=updates.append)
+    engine.process(alert(), now=0.0)
+    engine.process(alert(), now=1.0)
+    engine.tick(now=10.0)
+    assert len(updates) == 1
+    assert engine.metrics.sample("policy_dedup_updates_total", dedup="same-action") == 1
