@@ -53,12 +53,8 @@ class RouterApp:
         }
         self.policy: PolicyEngine | None = None
         if self.config.policy.files:
-            try:
-                self.policy = PolicyEngine.from_files(
-                    self.config.policy, self.metrics, health=self.health, inject=self._inject
-                )
-            except ConfigError as exc:
-                raise StartupError("invalid policy: " + "; ".join(str(p) for p in exc.problems)) from exc
+            # The files are read in start(), where a problem becomes a StartupError.
+            self.policy = PolicyEngine(self.config.policy, self.metrics, health=self.health, inject=self._inject)
             # The policy runs after enrichment, because its expressions can read enrichment.k8s.*.
             self.stages.append(PolicyStage(self.policy))
         self.pipeline = Pipeline(Router(self.config.routes), self.queues, self.metrics, self.stages)
@@ -70,6 +66,11 @@ class RouterApp:
 
     async def start(self, *, ingest: bool = True) -> None:
         """Start outputs, delivery loops, the pipeline and (unless ``ingest`` is false) the ingests."""
+        if self.policy is not None:
+            try:
+                self.policy.load()
+            except ConfigError as exc:
+                raise StartupError("invalid policy: " + "; ".join(str(p) for p in exc.problems)) from exc
         problems: list[str] = []
         for name, cfg in self.config.outputs.items():
             output = self.overrides.get(name) or create_output(name, cfg)
@@ -147,6 +148,9 @@ class RouterApp:
         self.log.info("router_stopping", grace_s=grace_s)
         self.health.accepting = False
         self.pipeline.accepting = False
+        if self.policy is not None:
+            # Send the updates of open dedup windows now, or notifying outputs never learn the final count.
+            self.policy.flush()
         if self.grpc is not None:
             await self.supervisor.stop(["ingest-grpc"])
         try:

@@ -1,6 +1,6 @@
 """Config of the policy engine: which policy files to load, and the schema of a policy file.
 
-The router config names the files (``policy: {files: [rules/default-policy.yaml]}``); each file holds
+The router config names the files (``policy: {files: [rules/default-policy.yaml]}``); each file contains
 allow-list entries, dedup rules, correlation rules and the handling of Falco's internal alerts. Every
 match expression is compiled during validation, so an invalid one is reported with its file, line and
 key path like any other config problem.
@@ -35,7 +35,7 @@ def _check_priority(value: str) -> str:
 
 
 class PolicyConfig(StrictModel):
-    """Where the policy comes from and how it is reloaded."""
+    """The policy files and their reload settings."""
 
     files: list[Path] = Field(
         default_factory=list,
@@ -56,7 +56,7 @@ class AllowListEntry(StrictModel):
     name: str = Field(min_length=1, description="Entry name, unique across policy files; the metric label.")
     match: Any = Field(description="Match expression that selects the alerts to suppress.")
     reason: str = Field(min_length=1, description="Why this activity is accepted.")
-    owner: str = Field(min_length=1, description="Who answers for the entry (team or person).")
+    owner: str = Field(min_length=1, description="Team or person responsible for the entry.")
     expires: dt.date | None = Field(
         default=None, description="Last day (UTC) the entry suppresses; after it the entry is reported as expired."
     )

@@ -25,7 +25,7 @@ from router.priority import parse_priority
 
 
 class _Track:
-    """What one key has seen so far."""
+    """The alerts one key has collected so far."""
 
     __slots__ = ("distinct", "ids", "start", "step", "times")
 

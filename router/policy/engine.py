@@ -1,9 +1,9 @@
 """The policy engine: loads policy files, annotates each alert, and swaps the policy atomically on reload.
 
-Order per alert: Falco internal alerts are classified and rate-limited per host; every alert is tested
-against the allow-list; alerts that are neither internal nor suppressed are folded by the first dedup
-rule that applies; every security alert (suppressed ones too, because an accepted step can still be
-part of an attack chain) feeds the correlation rules, except incidents themselves.
+Order per alert: Falco internal alerts are classified and rate-limited per host. Every alert is then
+tested against the allow-list. Alerts that are neither internal nor suppressed are folded by the first
+dedup rule that applies. Every security alert except an incident feeds the correlation rules, the
+suppressed ones too, because an accepted step can still be part of an attack chain.
 
 The engine only annotates: ``router.routing.held_back`` turns the annotations into per-output
 decisions. Closed dedup windows are emitted through ``emit_update`` and incidents through ``inject``.
@@ -136,9 +136,13 @@ class PolicyEngine:
     def from_files(cls, config: PolicyConfig, metrics: Metrics | None = None, **kwargs: Any) -> PolicyEngine:
         """Create an engine and load its files; raise ``ConfigError`` when any file is invalid."""
         engine = cls(config, metrics, **kwargs)
-        policy_file, digest = read_policy_files(config.files)
-        engine.install(policy_file, digest)
+        engine.load()
         return engine
+
+    def load(self) -> None:
+        """Load the policy files and make them active; raise ``ConfigError`` when any file is invalid."""
+        policy_file, digest = read_policy_files(self.config.files)
+        self.install(policy_file, digest)
 
     # Loading -----------------------------------------------------------------------------------
 
@@ -188,11 +192,11 @@ class PolicyEngine:
         self._report_health()
 
     def _build(self, policy_file: PolicyFile, digest: str, old: Policy | None) -> Policy:
-        today = self._today()
-        allow_list = AllowList.compile(policy_file.allow_list, today)
+        allow_list = AllowList.compile(policy_file.allow_list, self._today())
         # Labelled children are looked up once here: labels() costs microseconds on every alert.
         for entry in allow_list.entries:
             entry.counter = self.metrics.policy_suppressed.labels(entry.name)
+
         dedup = []
         old_dedup = {state.rule.name: state for state in (old.dedup if old else ())}
         for rule in policy_file.dedup:
@@ -203,6 +207,7 @@ class PolicyEngine:
             state.close_all(self._send_update)
         for state in dedup:
             state.folded = self.metrics.policy_dedup_folded.labels(state.rule.name)
+
         correlation = []
         old_correlation = {state.rule.name: state for state in (old.correlation if old else ())}
         for correlation_rule in policy_file.correlation:

@@ -7,7 +7,7 @@ from router.outputs.base import Output
 
 
 class RecordingOutput(Output):
-    """Stores every alert it is sent; ``notifies`` says whether it stands for Slack/webhook or Kafka."""
+    """Stores every alert it is sent. ``notifies`` tells whether it plays Slack/webhook or Kafka."""
 
     type_name = "recording"
 

@@ -192,7 +192,7 @@ async def test_case_c07_kafka_gets_both_raw_alerts(tmp_path: Path) -> None:
     assert siem.received[0].annotations["dedup"]["id"] == siem.received[1].annotations["dedup"]["id"]
 
 
-async def test_case_c07_pager_gets_one_alert_and_its_update(tmp_path: Path) -> None:
+async def test_case_c07_pager_gets_first_and_update(tmp_path: Path) -> None:
     _, pager, _ = await _run_c07(tmp_path)
     roles = [e.annotations["dedup"]["role"] for e in pager.received]
     assert roles == ["first", "update"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.app import RouterApp
+from router.app import RouterApp, StartupError
 from router.config import ConfigError, parse_config
 from router.config.policy import PolicyConfig
 from router.event import parse_alert
@@ -165,3 +165,34 @@ policy: {{files: [{path}], watch: false}}
         await app.shutdown(grace_s=1)
     assert [e.rule for e in ops.received] == ["Falco internal: hot restart failure"]
     assert [e.rule for e in siem.received] == ["Terminal shell in container"]
+
+
+async def test_app_start_fails_on_invalid_policy(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(BAD)
+    config = parse_config(
+        f"outputs: {{siem: {{type: stdout}}}}\nroutes: [{{name: all, outputs: [siem]}}]\npolicy: {{files: [{path}]}}\n",
+        "t.yaml",
+    )
+    app = RouterApp(config, overrides={"siem": RecordingOutput("siem", notifies=False)})
+    with pytest.raises(StartupError, match="allow_list.0.match"):
+        await app.start(ingest=False)
+    await app.shutdown(grace_s=0)
+
+
+async def test_shutdown_sends_open_dedup_updates(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("dedup:\n  - name: d\n    window_s: 600\n")
+    config = parse_config(
+        f"outputs: {{pager: {{type: stdout}}}}\nroutes: [{{name: all, outputs: [pager]}}]\n"
+        f"policy: {{files: [{path}], watch: false}}\n",
+        "t.yaml",
+    )
+    pager = RecordingOutput("pager", notifies=True)
+    app = RouterApp(config, overrides={"pager": pager})
+    await app.start(ingest=False)
+    app.pipeline.submit([alert(), alert()])
+    await app.pipeline.wait_idle()
+    await app.shutdown(grace_s=1)
+    roles = [e.annotations["dedup"]["role"] for e in pager.received]
+    assert roles == ["first", "update"]
