@@ -175,7 +175,7 @@ async def test_app_start_fails_on_invalid_policy(tmp_path: Path) -> None:
         "t.yaml",
     )
     app = RouterApp(config, overrides={"siem": RecordingOutput("siem", notifies=False)})
-    with pytest.raises(StartupError, match="allow_list.0.match"):
+    with pytest.raises(StartupError, match=r"allow_list\.0\.match"):
         await app.start(ingest=False)
     await app.shutdown(grace_s=0)
 
