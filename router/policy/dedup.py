@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import orjson
 
 from router.config.policy import DedupRule
 from router.event import MISSING, Event
@@ -29,13 +32,24 @@ def fingerprint(event: Event, fields: Iterable[str]) -> str:
 
 def key_values(event: Event, sorted_fields: Sequence[str]) -> tuple[str, ...]:
     """Return the canonical values of the key fields (given sorted) as a hashable tuple."""
-    return tuple([_form(event.get_field(name)) for name in sorted_fields])
+    values = []
+    for name in sorted_fields:
+        value = event.get_field(name)
+        # Most key values are plain strings, which are their own canonical form.
+        values.append(value if value.__class__ is str and value != "null" else _form(value))
+    return tuple(values)
 
 
 def digest(sorted_fields: Sequence[str], values: tuple[str, ...]) -> str:
     """Return the 16-hex-digit fingerprint of a key."""
-    text = "\x1f".join(f"{name}\x1e{value}" for name, value in zip(sorted_fields, values, strict=True))
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    # A JSON array encodes the names and values unambiguously, so no value can forge a separator.
+    document = [*sorted_fields, *values]
+    try:
+        encoded = orjson.dumps(document)
+    except TypeError:
+        # orjson rejects lone surrogates, which the standard library escapes.
+        encoded = json.dumps(document).encode()
+    return hashlib.blake2b(encoded, digest_size=8).hexdigest()
 
 
 def _form(value: Any) -> str:

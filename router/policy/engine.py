@@ -130,6 +130,7 @@ class PolicyEngine:
         self.inject: EventSink = inject or _nowhere
         self.log = get_logger("policy")
         self._hosts: dict[str, list[float]] = {}
+        self._metric_children: dict[tuple[int, str], Any] = {}
         self.policy = self._build(PolicyFile(), "", None)
 
     @classmethod
@@ -195,7 +196,7 @@ class PolicyEngine:
         allow_list = AllowList.compile(policy_file.allow_list, self._today())
         # Labelled children are looked up once here: labels() costs microseconds on every alert.
         for entry in allow_list.entries:
-            entry.counter = self.metrics.policy_suppressed.labels(entry.name)
+            entry.counter = self._child(self.metrics.policy_suppressed, entry.name)
 
         dedup = []
         old_dedup = {state.rule.name: state for state in (old.dedup if old else ())}
@@ -206,7 +207,7 @@ class PolicyEngine:
         for state in old_dedup.values():
             state.close_all(self._send_update)
         for state in dedup:
-            state.folded = self.metrics.policy_dedup_folded.labels(state.rule.name)
+            state.folded = self._child(self.metrics.policy_dedup_folded, state.rule.name)
 
         correlation = []
         old_correlation = {state.rule.name: state for state in (old.correlation if old else ())}
@@ -270,7 +271,7 @@ class PolicyEngine:
                 return
 
     def _send_update(self, update: Event) -> None:
-        self.metrics.policy_dedup_updates.labels(update.annotations["dedup"]["rule"]).inc()
+        self._child(self.metrics.policy_dedup_updates, update.annotations["dedup"]["rule"]).inc()
         self.emit_update(update)
 
     def _correlate(self, event: Event, policy: Policy, now: float) -> None:
@@ -278,7 +279,7 @@ class PolicyEngine:
             incident = correlation.process(event, now)
             if incident is None:
                 continue
-            self.metrics.policy_incidents.labels(correlation.rule.name).inc()
+            self._child(self.metrics.policy_incidents, correlation.rule.name).inc()
             self.log.info(
                 "incident_raised",
                 correlation=correlation.rule.name,
@@ -314,19 +315,28 @@ class PolicyEngine:
         for state in policy.dedup:
             state.expire(now, self._send_update)
             name = state.rule.name
-            self.metrics.policy_dedup_open.labels(name).set(len(state.groups))
-            self.metrics.policy_dedup_evicted.labels(name).inc(state.evicted)
+            self._child(self.metrics.policy_dedup_open, name).set(len(state.groups))
+            self._child(self.metrics.policy_dedup_evicted, name).inc(state.evicted)
             state.evicted = 0
         for correlation in policy.correlation:
             correlation.expire(now)
             name = correlation.rule.name
-            self.metrics.policy_correlation_keys.labels(name).set(len(correlation.tracks))
-            self.metrics.policy_correlation_evicted.labels(name).inc(correlation.evicted)
+            self._child(self.metrics.policy_correlation_keys, name).set(len(correlation.tracks))
+            self._child(self.metrics.policy_correlation_evicted, name).inc(correlation.evicted)
             correlation.evicted = 0
         today = self._today()
         if today != policy.allow_list.today:
             self._report_expired(policy.allow_list.set_today(today))
             self._report_health()
+
+    def _child(self, metric: Any, label: str) -> Any:
+        # labels() takes a lock and builds a tuple on every call, so each child is looked up once.
+        # Labels are rule names from the policy files, so the cache stays as small as the policy.
+        key = (id(metric), label)
+        child = self._metric_children.get(key)
+        if child is None:
+            child = self._metric_children[key] = metric.labels(label)
+        return child
 
     def flush(self) -> None:
         """Close every open dedup window now and emit its update (end of a replay)."""

@@ -226,3 +226,14 @@ def test_engine_counts_updates(tmp_path: Path) -> None:
     engine.tick(now=10.0)
     assert len(updates) == 1
     assert engine.metrics.sample("policy_dedup_updates_total", dedup="same-action") == 1
+
+
+def test_fingerprint_separator_in_value_cannot_collide() -> None:
+    keys = ["container.id", "k8s.pod.name"]
+    first = alert({"container.id": "a\x1fk8s.pod.name\x1eb", "k8s.pod.name": "c"})
+    second = alert({"container.id": "a", "k8s.pod.name": "b\x1fk8s.pod.name\x1ec"})
+    assert fingerprint(first, keys) != fingerprint(second, keys)
+
+
+def test_fingerprint_accepts_lone_surrogate() -> None:
+    assert len(fingerprint(alert({"proc.cmdline": "x\ud800"}), ["proc.cmdline"])) == 16
