@@ -124,3 +124,32 @@ def _config_for(policy: Path) -> Path:
     path.parent.mkdir(exist_ok=True)
     path.write_text(_CONFIG % policy)
     return path
+
+
+_SEQUENCE = """
+correlation:
+  - name: shell-then-download
+    kind: sequence
+    key: [container.id]
+    window_s: 300
+    steps: ["rule == Terminal shell in container", "rule == Download tool"]
+    incident: {rule: Shell then download, priority: critical}
+"""
+
+
+def test_dry_run_prints_incident(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(_SEQUENCE)
+    config = tmp_path / "router.yaml"
+    config.write_text(_CONFIG % policy)
+    shell = cases("C07")[0]["event"]
+    download = {**shell, "rule": "Download tool", "time": "2023-11-14T22:13:30.000000000Z"}
+    alerts = tmp_path / "alerts.jsonl"
+    alerts.write_text(json.dumps(shell) + "\n" + json.dumps(download) + "\n")
+    assert main(["replay", str(alerts), "--dry-run", "--config", str(config)]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    incident = decisions[-1]
+    assert incident["kind"] == "incident"
+    assert incident["rule"] == "Shell then download"
+    assert incident["incident"]["alert_ids"] == [d["alert_id"] for d in decisions[:2]]
+    assert incident["outputs"] == ["siem", "pager"]

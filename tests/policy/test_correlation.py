@@ -173,3 +173,35 @@ async def test_incident_routed_like_any_alert(tmp_path: Path) -> None:
     assert rules == ["Terminal shell in container", "Download tool", "Shell then download in container"]
     incident: Event = siem.received[-1]
     assert incident.to_dict()["router"]["incident"]["alert_ids"] == [e.id for e in siem.received[:2]]
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["shell", "download"]), st.floats(min_value=0, max_value=5, allow_nan=False)),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_sequence_incident_joins_ordered_steps_in_window(steps: list[tuple[str, float]]) -> None:
+    """Property: an incident joins a shell then a download whose times span less than the window."""
+    state = _rule("sequence", steps=[SHELL, DOWNLOAD], window_s=3)
+    now = 0.0
+    seen: dict[str, tuple[str, float]] = {}
+    for kind, gap in steps:
+        now += gap
+        event = alert() if kind == "shell" else alert(rule="Download tool")
+        seen[event.id] = (kind, now)
+        incident = state.process(event, now)
+        if incident is None:
+            continue
+        joined = [seen[i] for i in incident.annotations["incident"]["alert_ids"]]
+        assert [step for step, _ in joined] == ["shell", "download"]
+        assert joined[1][1] - joined[0][1] < 3
+
+
+@given(containers=st.lists(st.integers(min_value=0, max_value=50), max_size=60))
+def test_correlation_keys_never_exceed_max(containers: list[int]) -> None:
+    state = _rule("threshold", match=SHELL, count=100, max_keys=7)
+    for index, container in enumerate(containers):
+        state.process(alert({"container.id": f"c{container}"}), float(index))
+        assert len(state.tracks) <= 7

@@ -237,3 +237,11 @@ def test_fingerprint_separator_in_value_cannot_collide() -> None:
 
 def test_fingerprint_accepts_lone_surrogate() -> None:
     assert len(fingerprint(alert({"proc.cmdline": "x\ud800"}), ["proc.cmdline"])) == 16
+
+
+@given(containers=st.lists(st.integers(min_value=0, max_value=50), max_size=60))
+def test_dedup_windows_never_exceed_max(containers: list[int]) -> None:
+    state = DedupState(_rule(max_keys=5))
+    for index, container in enumerate(containers):
+        state.process(alert({"container.id": f"c{container}"}), float(index) / 10, [].append)
+        assert len(state.groups) <= 5
