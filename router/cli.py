@@ -11,6 +11,7 @@ from typing import Any
 from router import __version__
 from router.config import ConfigError, RouterConfig, load_config, resolve_secrets
 from router.logs import configure_logging
+from router.policy.dryrun import DryRun, allow_list_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +84,6 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args.config, secrets=not args.skip_secrets)
     if config is None:
         return 1
-    from router.policy.dryrun import allow_list_report
-
     # Warnings only: check prints its own report, and expired allow-list entries are logged as warnings.
     configure_logging("warning", config.log.format)
     try:
@@ -130,8 +129,6 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _dry_run(config: RouterConfig, path: Path) -> int:
-    from router.policy.dryrun import DryRun
-
     try:
         dry_run = DryRun(config, sys.stdout)
     except ConfigError as exc:

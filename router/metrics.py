@@ -73,7 +73,10 @@ class Metrics:
             f"{PREFIX}_policy_suppressed", "Alerts matched by an allow-list entry.", ["entry"], registry=r
         )
         self.policy_allowlist_expired = Gauge(
-            f"{PREFIX}_policy_allowlist_expired", "1 for each allow-list entry past its expiry date.", ["entry"], registry=r
+            f"{PREFIX}_policy_allowlist_expired",
+            "1 for each allow-list entry past its expiry date.",
+            ["entry"],
+            registry=r,
         )
         self.policy_held_back = Counter(
             f"{PREFIX}_policy_held_back", "Alerts the policy kept from an output, by reason.", ["output", "reason"],
@@ -83,7 +86,10 @@ class Metrics:
             f"{PREFIX}_policy_dedup_folded", "Repeats folded into an open dedup window.", ["dedup"], registry=r
         )
         self.policy_dedup_updates = Counter(
-            f"{PREFIX}_policy_dedup_updates", "Aggregate updates emitted when a dedup window closed.", ["dedup"], registry=r
+            f"{PREFIX}_policy_dedup_updates",
+            "Aggregate updates emitted when a dedup window closed.",
+            ["dedup"],
+            registry=r,
         )
         self.policy_dedup_open = Gauge(
             f"{PREFIX}_policy_dedup_open_windows", "Open dedup windows (keys held in memory).", ["dedup"], registry=r
@@ -93,7 +99,9 @@ class Metrics:
             registry=r,
         )
         self.policy_internal = Counter(
-            f"{PREFIX}_policy_internal_alerts", "Falco internal alerts, by outcome (passed, rate_limited).", ["outcome"],
+            f"{PREFIX}_policy_internal_alerts",
+            "Falco internal alerts, by outcome (passed, rate_limited).",
+            ["outcome"],
             registry=r,
         )
         self.policy_incidents = Counter(
@@ -110,7 +118,9 @@ class Metrics:
             f"{PREFIX}_policy_reloads", "Policy reloads, by result (ok, failed).", ["result"], registry=r
         )
         self.policy_injected_lost = Counter(
-            f"{PREFIX}_policy_injected_lost", "Incidents or dedup updates lost because the pipeline was full.", ["kind"],
+            f"{PREFIX}_policy_injected_lost",
+            "Incidents lost because the pipeline inbox was full.",
+            ["kind"],
             registry=r,
         )
 

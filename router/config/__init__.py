@@ -48,7 +48,9 @@ class RouterConfig(StrictModel):
     outputs: dict[str, OutputConfig] = Field(min_length=1, description="Named outputs.")
     routes: list[RouteConfig] = Field(min_length=1, description="Routes from alerts to outputs.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
-    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy files: allow-list, dedup, correlation.")
+    policy: PolicyConfig = Field(
+        default_factory=PolicyConfig, description="Policy files: allow-list, dedup, correlation."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:
