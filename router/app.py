@@ -12,16 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router.config import ConfigError, RouterConfig, load_config
+from router.config import ConfigError, Problem, RouterConfig, config_warnings, load_config
 from router.delivery import OutputWorker
 from router.enrich.k8s import KubernetesEnrichment
 from router.enrich.kube_api import KubeConfigError
+from router.event import Event
 from router.health import Health
 from router.logs import configure_logging, get_logger
 from router.metrics import Metrics
 from router.outputs import create_output
 from router.outputs.base import Output, OutputStartError
-from router.pipeline import Pipeline, Stage
+from router.pipeline import Backpressure, Pipeline, Stage
+from router.policy.engine import PolicyEngine, PolicyStage
 from router.queue import MemoryQueue, OutputQueue
 from router.routing import Router
 from router.rules.rollout import RulesRollout
@@ -30,7 +32,7 @@ from router.spool import Spool, SpoolError
 from router.supervisor import Supervisor
 
 # Sections built once at start-up; a reload that changes them logs that a restart is needed.
-_RESTART_SECTIONS = ("outputs", "ingest", "falco_rules")
+_RESTART_SECTIONS = ("outputs", "ingest", "falco_rules", "kubernetes", "policy", "spool", "shutdown")
 
 
 class StartupError(Exception):
@@ -68,7 +70,16 @@ class RouterApp:
             # Enrichment runs before policy, so policy stages can match on enrichment.k8s.
             self.kubernetes = KubernetesEnrichment(self.config.kubernetes, self.metrics, self.health)
             self.stages.insert(0, self.kubernetes.stage)
+        self.policy: PolicyEngine | None = None
+        if self.config.policy.files:
+            # The files are read in start(), where a problem becomes a StartupError.
+            self.policy = PolicyEngine(self.config.policy, self.metrics, health=self.health, inject=self._inject)
+            # The policy runs after enrichment, because its expressions can read enrichment.k8s.*.
+            self.stages.append(PolicyStage(self.policy))
         self.pipeline = Pipeline(Router(self.config.routes), self.queues, self.metrics, self.stages, journal=self.spool)
+        if self.policy is not None:
+            # Dedup updates repeat an alert that was already enriched and routed, so they skip the stages.
+            self.policy.emit_update = self.pipeline.dispatch
         self.http: HttpIngest | None = None
         self.grpc: Any = None
         self.rules: RulesRollout | None = None
@@ -85,6 +96,11 @@ class RouterApp:
                 self.spool.open()
             except SpoolError as exc:
                 raise StartupError(str(exc)) from exc
+        if self.policy is not None:
+            try:
+                self.policy.load()
+            except ConfigError as exc:
+                raise StartupError("invalid policy: " + "; ".join(str(p) for p in exc.problems)) from exc
         problems: list[str] = []
         if self.kubernetes is not None:
             try:
@@ -106,6 +122,7 @@ class RouterApp:
         for name, output in self.outputs.items():
             worker = OutputWorker(output, self.queues[name], self.config.outputs[name].retry, self.metrics, self.health)
             self.supervisor.start(f"deliver-{name}", worker.run())
+        self.pipeline.notifying = frozenset(name for name, output in self.outputs.items() if output.notifies)
         self.supervisor.start("pipeline", self.pipeline.run())
         if self.kubernetes is not None:
             for task_name, coroutine in self.kubernetes.tasks().items():
@@ -116,9 +133,15 @@ class RouterApp:
             self.supervisor.start("spool-gauges", self._export_spool_gauges(self.spool))
             # Alerts accepted before the last stop go through the pipeline before any new one.
             await self.spool.resume(self.pipeline)
+        if self.policy is not None:
+            self.supervisor.start("policy-ticker", self.policy.run_ticker())
+            if self.config.policy.watch:
+                self.supervisor.start("policy-watch", self.policy.watch_files())
 
         if ingest:
             await self._start_ingests()
+        for warning in config_warnings(self.config):
+            self.log.warning("config_warning", warning=warning)
         self.log.info("router_started", outputs=sorted(self.outputs), routes=[r.name for r in self.config.routes])
 
     async def _start_ingests(self) -> None:
@@ -134,6 +157,23 @@ class RouterApp:
             self.grpc = GrpcIngest(self.config.ingest.grpc, self.pipeline, self.metrics, self.health)
             self.supervisor.start("ingest-grpc", self.grpc.run())
 
+    def reload(self) -> None:
+        """Reload the config file, then the policy files (SIGHUP); each keeps its old version when invalid."""
+        self.reload_config()
+        self.reload_policy()
+
+    def reload_policy(self) -> list[Problem]:
+        """Reload the policy files (SIGHUP); return the problems, in which case the old policy stays active."""
+        return self.policy.reload() if self.policy is not None else []
+
+    def _inject(self, event: Event) -> None:
+        # Incidents go through the stages like any alert, so they are enriched, allow-listed and routed.
+        try:
+            self.pipeline.submit([event])
+        except Backpressure:
+            self.metrics.policy_injected_lost.labels("incident").inc()
+            self.log.error("alert_lost", output="pipeline", reason="backpressure", alert_id=event.id, rule=event.rule)
+
     def _crashed(self, name: str, _error: BaseException | None) -> None:
         self.exit_code = 1
         self.stopped.set()
@@ -147,7 +187,7 @@ class RouterApp:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_config)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._signals = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
 
     def remove_signal_handlers(self) -> None:
@@ -217,6 +257,9 @@ class RouterApp:
         self.log.info("router_stopping", grace_s=grace_s)
         self.health.accepting = False
         self.pipeline.accepting = False
+        if self.policy is not None:
+            # Send the updates of open dedup windows now, or notifying outputs never learn the final count.
+            self.policy.flush()
         if self.grpc is not None:
             await self.supervisor.stop(["ingest-grpc"])
         try:

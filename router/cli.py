@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from router import __version__
-from router.config import ConfigError, RouterConfig, load_config, resolve_secrets
+from router.config import ConfigError, RouterConfig, config_warnings, load_config, resolve_secrets
 from router.logs import configure_logging
 from router.rules.check import check_rules_set, find_falco_binary
 from router.rules.files import read_rules_dir
 from router.spool.admin import list_dead_letters, requeue_dead_letters
 from router.spool.store import SpoolError
+from router.policy.dryrun import DryRun, allow_list_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--skip-secrets", action="store_true", help="do not check that secrets are readable (for CI without secrets)"
     )
+    check.add_argument(
+        "--replay",
+        type=Path,
+        metavar="FILE",
+        help="JSON-lines file of Falco alerts; list the allow-list entries that match none of them",
+    )
     check.set_defaults(handler=_check)
 
     rules = commands.add_parser("rules", help="work with Falco rules files")
@@ -69,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="send the alerts of a JSON-lines file through the pipeline")
     replay.add_argument("file", type=Path, help="JSON-lines file of Falco alerts ('-' for standard input)")
     replay.add_argument("--config", type=Path, help="YAML config file (default: the embedded default config)")
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="deliver nothing; print one JSON decision per alert (allow-list, dedup, correlation, routes, outputs)",
+    )
     replay.set_defaults(handler=_replay)
 
     spool = commands.add_parser("spool", help="inspect the spool of a stopped router")
@@ -113,7 +125,25 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args.config, secrets=not args.skip_secrets)
     if config is None:
         return 1
+    # Warnings only: check prints its own report, and expired allow-list entries are logged as warnings.
+    configure_logging("warning", config.log.format)
+    try:
+        if args.replay is not None:
+            with args.replay.open(encoding="utf-8", errors="replace") as stream:
+                report = allow_list_report(config.policy, stream)
+        else:
+            report = allow_list_report(config.policy)
+    except ConfigError as exc:
+        _print_problems(args.config, exc.problems)
+        return 1
+    except OSError as exc:
+        print(f"cannot read the replay file {args.replay}: {exc.strerror}", file=sys.stderr)
+        return 1
     print(f"{args.config}: OK ({len(config.outputs)} outputs, {len(config.routes)} routes)")
+    for line in report:
+        print(f"  - {line}")
+    for warning in config_warnings(config):
+        print(f"  - warning: {warning}")
     return 0
 
 
@@ -155,6 +185,8 @@ def _replay(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(config.log.level, config.log.format)
+    if args.dry_run:
+        return _dry_run(config, args.file)
     from router.replay import replay_file
 
     summary = asyncio.run(replay_file(config, args.file))
@@ -201,6 +233,21 @@ def _spool_requeue_dead(args: argparse.Namespace) -> int:
         return 1
     print(f"{moved} dead letter(s) of {args.output} queued for delivery at the next start")
     return 0
+def _dry_run(config: RouterConfig, path: Path) -> int:
+    try:
+        dry_run = DryRun(config, sys.stdout)
+    except ConfigError as exc:
+        print(f"policy: {len(exc.problems)} problem(s) found:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    if str(path) == "-":
+        summary = dry_run.run(sys.stdin)
+    else:
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            summary = dry_run.run(stream)
+    print(summary.describe(), file=sys.stderr)
+    return 0 if not summary.rejected else 1
 
 
 if __name__ == "__main__":

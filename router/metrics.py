@@ -117,6 +117,64 @@ class Metrics:
         self.rules_problems = Counter(
             f"{PREFIX}_falco_rules_problems", "Problems found in candidate rules sets.", ["severity"], registry=r
         )
+        self._policy_metrics(r)
+
+    def _policy_metrics(self, r: CollectorRegistry) -> None:
+        # Labels are names from the policy files (bounded config) or fixed sets in the code.
+        self.policy_suppressed = Counter(
+            f"{PREFIX}_policy_suppressed", "Alerts matched by an allow-list entry.", ["entry"], registry=r
+        )
+        self.policy_allowlist_expired = Gauge(
+            f"{PREFIX}_policy_allowlist_expired",
+            "1 for each allow-list entry past its expiry date.",
+            ["entry"],
+            registry=r,
+        )
+        self.policy_held_back = Counter(
+            f"{PREFIX}_policy_held_back", "Alerts the policy kept from an output, by reason.", ["output", "reason"],
+            registry=r,
+        )
+        self.policy_dedup_folded = Counter(
+            f"{PREFIX}_policy_dedup_folded", "Repeats folded into an open dedup window.", ["dedup"], registry=r
+        )
+        self.policy_dedup_updates = Counter(
+            f"{PREFIX}_policy_dedup_updates",
+            "Aggregate updates emitted when a dedup window closed.",
+            ["dedup"],
+            registry=r,
+        )
+        self.policy_dedup_open = Gauge(
+            f"{PREFIX}_policy_dedup_open_windows", "Open dedup windows (keys held in memory).", ["dedup"], registry=r
+        )
+        self.policy_dedup_evicted = Counter(
+            f"{PREFIX}_policy_dedup_evicted", "Dedup windows closed early because max_keys was reached.", ["dedup"],
+            registry=r,
+        )
+        self.policy_internal = Counter(
+            f"{PREFIX}_policy_internal_alerts",
+            "Falco internal alerts, by outcome (passed, rate_limited).",
+            ["outcome"],
+            registry=r,
+        )
+        self.policy_incidents = Counter(
+            f"{PREFIX}_policy_incidents", "Incidents raised by a correlation rule.", ["correlation"], registry=r
+        )
+        self.policy_correlation_keys = Gauge(
+            f"{PREFIX}_policy_correlation_keys", "Keys tracked by a correlation rule.", ["correlation"], registry=r
+        )
+        self.policy_correlation_evicted = Counter(
+            f"{PREFIX}_policy_correlation_evicted", "Correlation keys evicted because max_keys was reached.",
+            ["correlation"], registry=r,
+        )
+        self.policy_reloads = Counter(
+            f"{PREFIX}_policy_reloads", "Policy reloads, by result (ok, failed).", ["result"], registry=r
+        )
+        self.policy_injected_lost = Counter(
+            f"{PREFIX}_policy_injected_lost",
+            "Incidents lost because the pipeline inbox was full.",
+            ["kind"],
+            registry=r,
+        )
 
     def sample(self, name: str, **labels: str) -> float:
         """Return one sample's value (0 when absent), such as ``sample("output_delivered_total", output="siem")``."""

@@ -77,6 +77,8 @@ class Pipeline:
         self._reject_queues = [q for q in queues.values() if getattr(q, "overflow", "") == "reject"]
         self.observers: list[Callable[[Event], None]] = []
         """Called with each processed alert before routing; they read it and must not change or block it."""
+        self.notifying: frozenset[str] = frozenset()
+        """Outputs that page people; the policy annotations hold alerts back from them (see routing.held_back)."""
 
     def submit(self, events: Sequence[Event]) -> None:
         """Queue alerts for processing, all or none; raises ``Backpressure`` when there is no room."""
@@ -145,17 +147,19 @@ class Pipeline:
                 observer(event)
             except Exception:  # a faulty observer must not stop the alert from being delivered
                 self.log.exception("observer_failed", observer=getattr(observer, "__qualname__", repr(observer)))
-        outputs, routes = self.router.select(event)
-        if not routes:
+        plan = self.router.plan(event, self.notifying)
+        if not plan.routes:
             self.metrics.alerts_unrouted.inc()
             self.log.debug("alert_unrouted", alert_id=event.id, rule=event.rule)
             if self.journal is not None:
                 self.journal.routed(event, ())
             return
-        for route in routes:
+        for route in plan.routes:
             self.metrics.alerts_routed.labels(route).inc()
+        for name, reason in plan.held.items():
+            self.metrics.policy_held_back.labels(name, reason).inc()
         placed: list[tuple[str, Delivery]] = []
-        for name in outputs:
+        for name in plan.outputs:
             delivery = Delivery(event)
             placed.append((name, delivery))
             dropped = self.queues[name].put(delivery)

@@ -1,14 +1,20 @@
-"""Routes compiled once at load: which outputs an alert goes to."""
+"""Routes compiled once at load: which outputs an alert goes to, and which of them the policy holds back.
+
+The policy stage decides and annotates; routing applies the decision per output, because suppression
+and dedup folding apply to notifying outputs (Slack, webhooks) only, while Kafka and files keep the
+full trail. The annotations it reads are described in docs/policy.md.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 from router.config.routes import RouteConfig
 from router.event import Event
+from router.policy.match import Matcher, compile_match
 from router.priority import Priority, parse_priority
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -25,6 +31,9 @@ class CompiledRoute:
     rule_pattern: re.Pattern[str] | None
     sources: frozenset[str] | None
     tags: frozenset[str] | None
+    match: Matcher | None = None
+    internal: str = "exclude"
+    suppressed: str = "mark"
 
     @classmethod
     def compile(cls, config: RouteConfig) -> CompiledRoute:
@@ -43,10 +52,18 @@ class CompiledRoute:
             rule_pattern=pattern,
             sources=frozenset(config.sources) if config.sources is not None else None,
             tags=frozenset(config.tags) if config.tags is not None else None,
+            match=compile_match(config.match) if config.match is not None else None,
+            internal=config.internal,
+            suppressed=config.suppressed,
         )
 
     def matches(self, event: Event) -> bool:
         """Tell whether the alert meets every condition of the route."""
+        if event.is_internal:
+            if self.internal == "exclude":
+                return False
+        elif self.internal == "only":
+            return False
         # An unknown priority passes any minimum: a misspelt priority must not hide an alert.
         if self.min_priority is not None and event.priority is not None and event.priority < self.min_priority:
             return False
@@ -55,7 +72,19 @@ class CompiledRoute:
                 return False
         if self.sources is not None and event.source not in self.sources:
             return False
-        return self.tags is None or (event.tags is not None and not self.tags.isdisjoint(event.tags))
+        if self.tags is not None and (event.tags is None or self.tags.isdisjoint(event.tags)):
+            return False
+        return self.match is None or self.match(event)
+
+
+@dataclass(slots=True)
+class Plan:
+    """Where one alert goes: the outputs it is sent to, the routes it matched, and the outputs held back."""
+
+    outputs: list[str] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)
+    """Output name to the reason it does not get the alert: allow_list, dedup, dedup_update, internal_rate_limit."""
 
 
 class Router:
@@ -75,3 +104,43 @@ class Router:
                     if output not in outputs:
                         outputs.append(output)
         return outputs, matched
+
+    def plan(self, event: Event, notifying: Collection[str]) -> Plan:
+        """Return where the alert goes once the policy annotations are applied per output."""
+        plan = Plan()
+        marks: dict[str, bool] = {}
+        for route in self.routes:
+            if not route.matches(event):
+                continue
+            plan.routes.append(route.name)
+            for output in route.outputs:
+                marks[output] = marks.get(output, False) or route.suppressed == "mark"
+        for output, mark in marks.items():
+            reason = held_back(event, notifies=output in notifying, mark_suppressed=mark)
+            if reason is None:
+                plan.outputs.append(output)
+            else:
+                plan.held[output] = reason
+        return plan
+
+
+def held_back(event: Event, *, notifies: bool, mark_suppressed: bool) -> str | None:
+    """Return why the policy annotations keep the alert from one output, or None when it goes there."""
+    annotations = event.annotations
+    if not annotations:
+        return None
+    if "suppressed" in annotations and (notifies or not mark_suppressed):
+        return "allow_list"
+    dedup = annotations.get("dedup")
+    if dedup is not None:
+        role = dedup.get("role")
+        if notifies and role == "repeat":
+            return "dedup"
+        if not notifies and role == "update":
+            # Non-notifying outputs already received every raw alert of the group.
+            return "dedup_update"
+    internal = annotations.get("internal")
+    if notifies and internal is not None and internal.get("rate_limited"):
+        return "internal_rate_limit"
+    return None
+

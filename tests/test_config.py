@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import ConfigError, load_config, parse_config, resolve_secrets
+from router.config import ConfigError, config_warnings, load_config, parse_config, resolve_secrets
 
 VALID = """
 outputs:
@@ -141,3 +141,17 @@ def test_check_command_reports_missing_secret(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "environment variable TEST_SLACK_TOKEN is not set" in result.stderr
     assert run_cli("check", "--config", str(path), "--skip-secrets", env={"PATH": ""}).returncode == 0
+
+
+def test_warns_when_no_route_takes_internal_alerts() -> None:
+    warnings = config_warnings(parse_config(VALID, "router.yaml"))
+    assert any("no route takes Falco's internal alerts" in w for w in warnings)
+
+
+def test_warns_about_unused_output() -> None:
+    config = parse_config(VALID.replace("outputs: [soc, hook]", "outputs: [soc]"), "router.yaml")
+    assert "output hook is not used by any route, so it receives nothing" in config_warnings(config)
+
+
+def test_embedded_default_has_no_warning() -> None:
+    assert config_warnings(load_config(None)) == []

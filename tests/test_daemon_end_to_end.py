@@ -56,6 +56,7 @@ outputs:
     url: {receiver.url}
 routes:
   - name: everything
+    internal: include  # Falco's own health alerts too
     outputs: [siem, soc, hook]
 """
 

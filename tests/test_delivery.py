@@ -24,6 +24,7 @@ outputs:
     type: stdout
 routes:
   - name: everything
+    internal: include  # Falco's own health alerts too
     outputs: [flaky, steady]
 """
 

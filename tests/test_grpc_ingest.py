@@ -65,6 +65,7 @@ outputs:
 {queue}
 routes:
   - name: everything
+    internal: include  # Falco's own health alerts too
     outputs: [capture]
 """
 

@@ -16,6 +16,7 @@ outputs:
     path: {path}
 routes:
   - name: everything
+    internal: include  # Falco's own health alerts too
     outputs: [archive]
 """
 

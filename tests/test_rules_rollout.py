@@ -114,7 +114,7 @@ class Setup:
                     "main": {"type": "file", "path": str(self.tmp / "main.jsonl")},
                 },
                 "routes": [
-                    {"name": "ops", "outputs": ["ops"], "sources": ["internal", "falco_router"]},
+                    {"name": "ops", "outputs": ["ops"], "sources": ["internal", "falco_router"], "internal": "include"},
                     {"name": "main", "outputs": ["main"], "sources": ["syscall"]},
                 ],
                 "falco_rules": settings,

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -21,8 +21,11 @@ from router.config.falco_rules import FalcoRulesConfig
 from router.config.ingest import GrpcIngestConfig, HttpIngestConfig
 from router.config.kubernetes import KubernetesConfig
 from router.config.outputs import OutputConfig
+from router.config.policy import PolicyConfig
 from router.config.routes import RouteConfig
 from router.config.spool import ShutdownConfig, SpoolConfig
+
+_Model = TypeVar("_Model", bound=StrictModel)
 
 _OUTPUT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -56,6 +59,9 @@ class RouterConfig(StrictModel):
         default=None, description="Durable per-output queues on disk; without it the queues are in memory."
     )
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="Graceful shutdown.")
+    policy: PolicyConfig = Field(
+        default_factory=PolicyConfig, description="Policy files: allow-list, dedup, correlation."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:
@@ -89,6 +95,11 @@ outputs:
     type: stdout
 routes:
   - name: everything
+    outputs: [stdout]
+  # Falco's internal alerts (syscall drops, hot restart failures) are health events, which the
+  # routes for security alerts leave out by default.
+  - name: ops
+    internal: only
     outputs: [stdout]
 """
 
@@ -131,6 +142,11 @@ def load_config(path: Path | None) -> RouterConfig:
 
 def parse_config(text: str, filename: str) -> RouterConfig:
     """Validate YAML config text; ``filename`` is used in problem reports."""
+    return parse_yaml_model(text, filename, RouterConfig)
+
+
+def parse_yaml_model(text: str, filename: str, model: type[_Model]) -> _Model:
+    """Validate YAML text against a config model; raise ``ConfigError`` with every problem found."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -151,19 +167,34 @@ def parse_config(text: str, filename: str) -> RouterConfig:
         raise ConfigError(problems)
 
     try:
-        config = RouterConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         problems.extend(_problems_from(exc, lines, filename))
-        # The cross-reference check in RouterConfig runs only once every field is valid; repeat it on
-        # the raw data so a bad output name is reported together with the other problems.
-        reported = {p.path for p in problems}
-        for problem in _dangling_outputs(data, lines, filename):
-            if problem.path not in reported:
-                problems.append(problem)
+        if model is RouterConfig:
+            # The cross-reference check in RouterConfig runs only once every field is valid; repeat it on
+            # the raw data so a bad output name is reported together with the other problems.
+            reported = {p.path for p in problems}
+            for problem in _dangling_outputs(data, lines, filename):
+                if problem.path not in reported:
+                    problems.append(problem)
         raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def config_warnings(config: RouterConfig) -> list[str]:
+    """Return what is valid but probably not meant, for ``check`` and the start-up log."""
+    warnings = []
+    if not any(route.internal in ("include", "only") for route in config.routes):
+        warnings.append(
+            "no route takes Falco's internal alerts (hot restart failures, dropped syscalls): they are counted as"
+            " unrouted; add a route with internal: only (an ops route) or internal: include"
+        )
+    used = {output for route in config.routes for output in route.outputs}
+    for name in sorted(set(config.outputs) - used):
+        warnings.append(f"output {name} is not used by any route, so it receives nothing")
+    return warnings
 
 
 def iter_secrets(value: Any, path: str = "") -> Iterator[tuple[str, SecretRef]]:

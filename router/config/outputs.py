@@ -160,6 +160,3 @@ OutputConfig = Annotated[
     Field(discriminator="type"),
 ]
 """Any output; the ``type`` key chooses which."""
-
-NOTIFICATION_TYPES = frozenset({"slack", "webhook"})
-"""Output types that notify people; allow-listed and deduplicated alerts are held back from them."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field, field_validator
 
 from router.config.base import StrictModel
+from router.config.policy import check_match
 from router.priority import PRIORITY_NAMES, parse_priority
 
 
@@ -26,6 +29,20 @@ class RouteConfig(StrictModel):
     )
     sources: list[str] | None = Field(default=None, description="Event sources to route (syscall, k8s_audit, ...).")
     tags: list[str] | None = Field(default=None, description="Route an alert that carries any of these tags.")
+    match: Any = Field(default=None, description="Match expression the alert must also satisfy (see docs/policy.md).")
+    internal: Literal["exclude", "include", "only"] = Field(
+        default="exclude",
+        description="Falco's internal health alerts: exclude (security routes), include, or only (an ops route).",
+    )
+    suppressed: Literal["drop", "mark"] = Field(
+        default="mark",
+        description=(
+            "Allow-listed alerts never reach notifying outputs. mark: send them to the other outputs (Kafka) "
+            "marked router.suppressed; drop: send them nowhere."
+        ),
+    )
+
+    _match = field_validator("match")(check_match)
 
     @field_validator("min_priority")
     @classmethod

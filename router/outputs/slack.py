@@ -9,6 +9,11 @@ Translation of Slack responses::
     invalid_blocks, msg_too_long, channel_not_found,
     invalid_auth and the other request errors         -> PermanentError(<Slack error code>)
 
+Dedup: the first alert of a dedup group is posted and its message ts remembered (bounded); the group's
+update, sent when its window closes, edits that message with chat.update so the channel shows one message
+with the count and the distinct values. Without a remembered ts (incoming webhooks, or after a restart) the
+update is posted as a new message.
+
 The SDK's own retry handlers are turned off: the delivery loop retries, honouring Retry-After, so one
 place decides and counts every retry. (The SDK's sync RateLimitErrorRetryHandler would also fail on the
 async client.)
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any, Final
 
 import aiohttp
@@ -58,6 +64,10 @@ PERMANENT_ERRORS: Final = frozenset(
     }
 )
 RETRIABLE_ERRORS: Final = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# chat.update answers these when the message to edit is gone; the update is then posted as a new message.
+UPDATE_TARGET_GONE: Final = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+# Messages of open dedup groups remembered for chat.update; the oldest are forgotten first.
+POSTED_MESSAGES_MAX: Final = 10_000
 
 # The SDK logs request URLs at debug level, and an incoming webhook URL is a secret.
 _SDK_LOGGER = logging.getLogger("router.outputs.slack.sdk")
@@ -91,6 +101,14 @@ def classify(status: int, error_code: str | None, headers: Any) -> DeliveryError
     return None
 
 
+def _api_error(exc: SlackApiError) -> DeliveryError:
+    failed = exc.response
+    code = failed.get("error") if isinstance(failed.data, dict) else None
+    if code in UPDATE_TARGET_GONE:
+        return PermanentError(code, f"HTTP {failed.status_code}")
+    return classify(failed.status_code, code, failed.headers) or PermanentError("rejected", "ok is false")
+
+
 class SlackOutput(Output):
     """Posts each alert to Slack as a Block Kit message with a colour bar per priority."""
 
@@ -103,6 +121,7 @@ class SlackOutput(Output):
         self._session: aiohttp.ClientSession | None = None
         self._web: AsyncWebClient | None = None
         self._webhook: AsyncWebhookClient | None = None
+        self._posted: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._options = SlackOptions(
             channel=config.channel if config.token is not None else None,
             username=config.username,
@@ -137,9 +156,14 @@ class SlackOutput(Output):
 
     async def send(self, event: Event) -> None:
         message = build_message(event, self._options)
+        dedup = event.annotations.get("dedup")
+        role = dedup.get("role") if isinstance(dedup, dict) else None
         try:
             async with asyncio.timeout(self.config.timeout_s):
-                error = await self._post(message)
+                target = self._posted.get(str(dedup.get("id"))) if role == "update" and dedup else None
+                error = await self._update(message, *target) if target is not None else None
+                if target is None or (error is not None and error.reason in UPDATE_TARGET_GONE):
+                    error = await self._post(message, remember=event.id if role == "first" else None)
         except TimeoutError as exc:
             raise RetriableError("timeout", f"Slack did not respond within {self.config.timeout_s} s") from exc
         except aiohttp.ClientError as exc:
@@ -147,20 +171,32 @@ class SlackOutput(Output):
         if error is not None:
             raise error
 
-    async def _post(self, message: dict[str, Any]) -> DeliveryError | None:
+    async def _post(self, message: dict[str, Any], remember: str | None = None) -> DeliveryError | None:
         if self._web is not None:
             try:
                 response = await self._web.chat_postMessage(**message)
             except SlackApiError as exc:
-                failed = exc.response
-                code = failed.get("error") if isinstance(failed.data, dict) else None
-                return classify(failed.status_code, code, failed.headers) or PermanentError("rejected", "ok is false")
+                return _api_error(exc)
+            if remember is not None and response.get("ts"):
+                self._posted[remember] = (str(response.get("channel")), str(response.get("ts")))
+                while len(self._posted) > POSTED_MESSAGES_MAX:
+                    self._posted.popitem(last=False)
             return classify(response.status_code, None, response.headers)
         assert self._webhook is not None, "start() was not called"
         # An incoming webhook returns the error code as a plain-text body, such as "invalid_blocks".
         reply = await self._webhook.send_dict(message)
         code = None if reply.status_code == 200 else (reply.body or "").strip()[:64] or None
         return classify(reply.status_code, code, reply.headers)
+
+    async def _update(self, message: dict[str, Any], channel: str, ts: str) -> DeliveryError | None:
+        assert self._web is not None, "a message ts is only remembered for the Web API"
+        update = {key: value for key, value in message.items() if key not in ("username", "icon_emoji")}
+        update["channel"] = channel
+        try:
+            response = await self._web.chat_update(ts=ts, **update)
+        except SlackApiError as exc:
+            return _api_error(exc)
+        return classify(response.status_code, None, response.headers)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -34,6 +34,8 @@ FALLBACK_TEXT_MAX: Final = 4000
 TITLE_VALUE_MAX: Final = 300
 """Escaped characters of the rule name shown in the title."""
 CONTEXT_VALUE_MAX: Final = 200
+DEDUP_SUMMARY_MAX: Final = 1500
+DEDUP_VALUE_MAX: Final = 300
 """Escaped characters of each of hostname, source, tags and time."""
 
 NULL_TEXT: Final = "<NA>"
@@ -178,14 +180,45 @@ def fallback_text(event: Event, mention: str | None) -> str:
     return f"{mention} {body}" if mention else body
 
 
+def dedup_summary_text(dedup: dict[str, Any]) -> str:
+    """Return the summary of a closed dedup group: how often the alert repeated and the distinct values.
+
+    Values come from alerts, so they are escaped and put in code spans like every other field.
+    """
+    count = dedup.get("count", 0)
+    window = dedup.get("window_s")
+    within = f" within {window:g} s" if isinstance(window, int | float) else ""
+    rule = code_span(truncate_escaped(str(dedup.get("rule", "")), 80))
+    lines = [f"*Repeated {count} times*{within} (dedup rule {rule})"]
+    budget = DEDUP_SUMMARY_MAX - len(lines[0])
+    for name, values in (dedup.get("distinct") or {}).items():
+        shown = ", ".join(code_span(truncate_escaped(value_text(v), DEDUP_VALUE_MAX)) for v in values)
+        line = f"{code_span(truncate_escaped(name, 80))}: {shown}"
+        if len(line) + 1 > budget:
+            lines.append("…more distinct values not shown")
+            break
+        lines.append(line)
+        budget -= len(line) + 1
+    if dedup.get("distinct_truncated"):
+        lines.append("…more distinct values were seen than the dedup rule keeps")
+    return "\n".join(lines)
+
+
 def build_message(event: Event, options: SlackOptions) -> dict[str, Any]:
-    """Return the chat.postMessage (or incoming webhook) payload of one alert."""
+    """Return the chat.postMessage (or incoming webhook) payload of one alert.
+
+    A dedup update (``router.dedup.role == "update"``) also carries a summary section after the title.
+    """
     title = _section(title_text(event, options.mention))
     context_text = " · ".join(_context_parts(event))
     context = {"type": "context", "elements": [{"type": "mrkdwn", "text": context_text}]}
-    used = len(title["text"]["text"]) + len(context_text)
-    fields = _field_blocks(_fields(event), TOTAL_TEXT_MAX - used, BLOCKS_MAX - 2)
-    blocks = [title, *fields, context]
+    head = [title]
+    dedup = event.annotations.get("dedup")
+    if isinstance(dedup, dict) and dedup.get("role") == "update":
+        head.append(_section(dedup_summary_text(dedup)))
+    used = sum(len(block["text"]["text"]) for block in head) + len(context_text)
+    fields = _field_blocks(_fields(event), TOTAL_TEXT_MAX - used, BLOCKS_MAX - 1 - len(head))
+    blocks = [*head, *fields, context]
 
     message: dict[str, Any] = {
         "text": fallback_text(event, options.mention),

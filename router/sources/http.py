@@ -89,7 +89,11 @@ class HttpIngest:
         return await self._accept(events)
 
     async def test_alert(self, _request: web.Request) -> web.Response:
-        """Queue a synthetic alert so an operator can check the outputs end to end."""
+        """Queue a synthetic alert so an operator can check the outputs end to end.
+
+        Its source is ``falco_router``, not ``internal``: it is no Falco health alert, so the
+        routes that exclude Falco's internal alerts still route it.
+        """
         now_ns = time.time_ns()
         seconds, nanos = divmod(now_ns, 1_000_000_000)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
@@ -98,7 +102,7 @@ class HttpIngest:
                 "output": "This is a test from falco-router",
                 "priority": "Debug",
                 "rule": "Test rule",
-                "source": "internal",
+                "source": "falco_router",
                 "time": stamp,
                 "output_fields": {"proc.name": "falco-router", "evt.time": now_ns},
                 "tags": ["test"],

@@ -51,6 +51,7 @@ outputs:
     {retry}
 routes:
   - name: everything
+    internal: include  # Falco's own health alerts too
     outputs: [kafka, slack, hook]
 """
 

@@ -39,5 +39,6 @@ outputs:
     type: stdout
 routes:
   - name: everything
+    internal: include  # Falco's own health alerts too
     outputs: [collect]
 """

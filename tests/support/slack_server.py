@@ -62,6 +62,7 @@ class SlackServer(RecordingServer):
         super().__init__()
         self.faults: deque[Fault] = deque()
         self.posted: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
 
     @property
     def api_url(self) -> str:
@@ -117,6 +118,12 @@ class SlackServer(RecordingServer):
         problem = limit_problem(message)
         if problem is not None:
             return web.json_response({"ok": False, "error": problem})
+        # Replace the message with that ts, as the channel would show it; ts values are "<n>.000100".
+        index = int(str(message.get("ts", "0")).split(".")[0]) - 1
+        if not 0 <= index < len(self.posted):
+            return web.json_response({"ok": False, "error": "message_not_found"})
+        self.updates.append(message)
+        self.posted[index] = message
         return web.json_response({"ok": True, "channel": message.get("channel"), "ts": message.get("ts")})
 
     async def _incoming_webhook(self, request: web.Request) -> web.Response:
