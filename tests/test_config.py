@@ -155,3 +155,17 @@ def test_warns_about_unused_output() -> None:
 
 def test_embedded_default_has_no_warning() -> None:
     assert config_warnings(load_config(None)) == []
+
+
+def test_readme_example_is_the_shipped_example() -> None:
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- example:start -->\n```yaml\n", 1)[1].split("```\n<!-- example:end -->", 1)[0]
+    assert block == (root / "examples" / "router.yaml").read_text(encoding="utf-8")
+
+
+def test_shipped_example_config_is_valid() -> None:
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "examples" / "router.yaml")
+    assert sorted(config.outputs) == ["oncall-webhook", "siem", "soc-slack"]
+    assert config_warnings(config) == []
