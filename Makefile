@@ -26,7 +26,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check router tests
 	$(BIN)/mypy router
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+## bench: run every benchmark in bench/ and rewrite bench/results/latest.json and docs/benchmarks.md
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,66 @@
+"""Benchmarks 1 and 2: HTTP ingest as Falco sends, against a bare aiohttp server in the same run.
+
+Both servers stay up for the whole benchmark and the load generator alternates between them round by
+round, so a change in machine load hits both sides alike and the ratio stays meaningful.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import PYTHON, Options, Result, free_port, median, run_json, stop
+from bench.routerproc import start_reference, start_router
+
+# Offered loads (alerts/s) for the latency-against-load plot, one sequential connection as Falco uses.
+SWEEP_RATES = (250, 500, 1000, 2000, 4000, 8000)
+
+
+def _load(port: int, connections: int, duration_s: float, rate: float = 0.0) -> dict[str, Any]:
+    args = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--connections", str(connections)]
+    args += ["--duration", str(duration_s), "--rate", str(rate)]
+    return run_json(args, timeout_s=duration_s + 120)
+
+
+def _compare(result: Result, options: Options, connections: int, *, sweep: bool) -> None:
+    ref_port, router_port = free_port(), free_port()
+    reference = start_reference(ref_port, use_uvloop=options.uvloop)
+    router = start_router(router_port, use_uvloop=options.uvloop)
+    try:
+        rounds: dict[str, list[dict[str, Any]]] = {"reference": [], "router": []}
+        for _ in range(options.rounds):
+            rounds["reference"].append(_load(ref_port, connections, options.duration_s))
+            rounds["router"].append(_load(router_port, connections, options.duration_s))
+        if sweep:
+            sweep_points: dict[str, list[dict[str, Any]]] = {"reference": [], "router": []}
+            for rate in SWEEP_RATES:
+                sweep_points["reference"].append(_load(ref_port, connections, options.duration_s, rate))
+                sweep_points["router"].append(_load(router_port, connections, options.duration_s, rate))
+            result.series["sweep"] = sweep_points
+    finally:
+        stop(router)
+        stop(reference)
+
+    result.rounds = rounds
+    for side in ("reference", "router"):
+        for key in ("rate", "p50_ms", "p99_ms", "p999_ms"):
+            result.metrics[f"{side}_{key}"] = round(median([r[key] for r in rounds[side]]), 4)
+        non_200 = sum(v for r in rounds[side] for k, v in r["statuses"].items() if k != "200")
+        if non_200:
+            result.notes.append(f"{side}: {non_200} answers other than 200")
+    result.metrics["rate_ratio"] = round(result.metrics["router_rate"] / result.metrics["reference_rate"], 4)
+
+
+def sequential(options: Options) -> Result:
+    """One keep-alive connection, sequential POSTs: the rate Falco's single output thread can reach."""
+    result = Result("http_sequential", "HTTP ingest, 1 connection, sequential POSTs (as Falco sends)")
+    _compare(result, options, connections=1, sweep=True)
+    result.target("router alerts/s >= 80% of bare aiohttp", result.metrics["rate_ratio"], 0.8, at_least=True)
+    result.target("router p99 answer < 2 ms", result.metrics["router_p99_ms"], 2.0, at_least=False)
+    return result
+
+
+def concurrent(options: Options) -> Result:
+    """Eight keep-alive connections, each sequential: several Falco instances behind one Service."""
+    result = Result("http_concurrent", "HTTP ingest, 8 connections, each sequential")
+    _compare(result, options, connections=8, sweep=False)
+    return result

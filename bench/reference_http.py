@@ -1,0 +1,55 @@
+"""Reference HTTP server: bare aiohttp that reads the body and answers 200, nothing else.
+
+The HTTP benchmarks compare the router against this server run the same way, so the ratio shows what
+the router adds on top of aiohttp itself. ``--uvloop`` runs it on uvloop, like the router with uvloop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aiohttp import web
+
+
+async def receive(request: web.Request) -> web.Response:
+    """Read the whole body and answer 200 with an empty body, as the router does on success."""
+    await request.read()
+    return web.Response(status=200)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve on 127.0.0.1 until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m bench.reference_http", description=__doc__)
+    parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    args = parser.parse_args(argv)
+    app = web.Application(client_max_size=1_048_576)
+    app.router.add_post("/{path:.*}", receive)
+    loop_factory = None
+    if args.uvloop:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    import asyncio
+
+    runner = asyncio.Runner(loop_factory=loop_factory)
+    runner.run(_serve(app, args.port))
+    return 0
+
+
+async def _serve(app: web.Application, port: int) -> None:
+    import asyncio
+    import signal
+
+    app_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await app_runner.setup()
+    await web.TCPSite(app_runner, "127.0.0.1", port).start()
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    await stopped.wait()
+    await app_runner.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
