@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from router import __version__
 from router.config import ConfigError, RouterConfig, load_config, resolve_secrets
 from router.logs import configure_logging
+
+T = TypeVar("T")
+
+EVENT_LOOP_ENV = "FALCO_ROUTER_EVENT_LOOP"
+"""Environment variable that picks the event loop: ``auto`` (default), ``uvloop`` or ``asyncio``."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     from router.run import run_daemon
 
-    return asyncio.run(run_daemon(config))
+    return _run_loop(run_daemon(config))
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -93,9 +100,32 @@ def _replay(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     from router.replay import replay_file
 
-    summary = asyncio.run(replay_file(config, args.file))
+    summary = _run_loop(replay_file(config, args.file))
     print(summary.describe(), file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return uvloop's loop factory when uvloop is installed and not turned off, else None (asyncio's loop).
+
+    uvloop is an optional dependency: measured with ``python -m bench``, it shortens the HTTP answer
+    time (see docs/benchmarks.md). ``FALCO_ROUTER_EVENT_LOOP=asyncio`` turns it off.
+    """
+    choice = os.environ.get(EVENT_LOOP_ENV, "auto")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional dependency, imported only when it is used
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit(f"{EVENT_LOOP_ENV}=uvloop but uvloop is not installed: pip install uvloop") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def _run_loop(main: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
 
 
 if __name__ == "__main__":

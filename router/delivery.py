@@ -51,6 +51,8 @@ class OutputWorker:
         # Labelled children looked up once: per-alert .labels() calls cost more than the update itself.
         self._delivered_total = metrics.delivered.labels(output.name)
         self._latency = metrics.delivery_latency.labels(output.name)
+        self._queue_depth = metrics.queue_depth.labels(output.name)
+        self._oldest_age = metrics.oldest_age.labels(output.name)
 
     @property
     def _component(self) -> str:
@@ -141,7 +143,7 @@ class OutputWorker:
         )
 
     def _update_gauges(self) -> None:
-        self.metrics.queue_depth.labels(self.output.name).set(self.queue.depth())
+        self._queue_depth.set(self.queue.depth())
         oldest = self.queue.oldest_ns()
         age = (time.time_ns() - oldest) / 1e9 if oldest else 0.0
-        self.metrics.oldest_age.labels(self.output.name).set(max(age, 0.0))
+        self._oldest_age.set(max(age, 0.0))
