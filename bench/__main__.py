@@ -20,6 +20,7 @@ from bench.report import write_doc, write_json, write_plot
 BENCHMARKS: dict[str, Callable[[Options], Result]] = {
     "http_sequential": http_ingest.sequential,
     "http_concurrent": http_ingest.concurrent,
+    "http_event_loop": http_ingest.event_loops,
     "grpc": grpc_ingest.run,
     "e2e": e2e.run,
     "replay": replay.run,
@@ -30,7 +31,9 @@ BENCHMARKS: dict[str, Callable[[Options], Result]] = {
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks and write the results; exit 1 when one of them failed."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side; medians are reported (default 3)")
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per HTTP round (default 3)")
     parser.add_argument(

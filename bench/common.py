@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 PYTHON = sys.executable
 
 
-class Skipped(Exception):
+class Skipped(Exception):  # noqa: N818 - not an error: the report lists it as "skipped"
     """A benchmark cannot run here; the message says what is missing and how to get it."""
 
 
@@ -92,7 +93,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
-def start(args: Sequence[str], *, env: dict[str, str] | None = None, port: int | None = None) -> subprocess.Popen[bytes]:
+def start(
+    args: Sequence[str], *, env: dict[str, str] | None = None, port: int | None = None
+) -> subprocess.Popen[bytes]:
     """Start a child process (stdout to /dev/null) and, when ``port`` is given, wait until it listens."""
     process = subprocess.Popen(
         list(args),
@@ -135,7 +138,8 @@ def run_json(args: Sequence[str], *, env: dict[str, str] | None = None, timeout_
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{args!r} exited with code {done.returncode}:\n{done.stderr.decode(errors='replace')[-2000:]}")
+        stderr = done.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{args!r} exited with code {done.returncode}:\n{stderr}")
     lines = done.stdout.decode().strip().splitlines()
     if not lines:
         raise RuntimeError(f"{args!r} printed no result")
@@ -184,17 +188,11 @@ def machine() -> dict[str, Any]:
 
 def uvloop_available() -> bool:
     """Tell whether uvloop is installed in this environment."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def module_available(name: str) -> bool:
     """Tell whether a router module (another part of the project) is present in this checkout."""
-    import importlib.util
-
     try:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:

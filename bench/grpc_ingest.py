@@ -20,4 +20,4 @@ def run(options: Options) -> Result:
     # outputs.service/sub, then time (a) a bare grpc.aio consumer that parses and discards each response
     # and (b) the router with ingest.grpc.address pointing at it and a file output on /dev/null, which
     # is done when falco_router_output_delivered_total reaches ALERTS. Target: router >= 90% of (a).
-    raise Skipped("the gRPC ingest is present, but this benchmark is not written yet (see the TODO in bench/grpc_ingest.py)")
+    raise Skipped("the gRPC ingest is present, but this benchmark is not written yet: see bench/grpc_ingest.py")

@@ -6,9 +6,11 @@ round, so a change in machine load hits both sides alike and the ratio stays mea
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from typing import Any
 
-from bench.common import PYTHON, Options, Result, free_port, median, run_json, stop
+from bench.common import PYTHON, Options, Result, Skipped, free_port, median, run_json, stop, uvloop_available
 from bench.routerproc import start_reference, start_router
 
 # Offered loads (alerts/s) for the latency-against-load plot, one sequential connection as Falco uses.
@@ -21,10 +23,20 @@ def _load(port: int, connections: int, duration_s: float, rate: float = 0.0) -> 
     return run_json(args, timeout_s=duration_s + 120)
 
 
-def _compare(result: Result, options: Options, connections: int, *, sweep: bool) -> None:
+Starter = Callable[[int], subprocess.Popen[bytes]]
+
+
+def _compare(
+    result: Result, options: Options, connections: int, *, sweep: bool, sides: tuple[Starter, Starter] | None = None
+) -> None:
+    """Measure two servers in alternation: the reference first, the router second, unless ``sides`` says."""
+    start_first, start_second = sides or (
+        lambda port: start_reference(port, use_uvloop=options.uvloop),
+        lambda port: start_router(port, use_uvloop=options.uvloop),
+    )
     ref_port, router_port = free_port(), free_port()
-    reference = start_reference(ref_port, use_uvloop=options.uvloop)
-    router = start_router(router_port, use_uvloop=options.uvloop)
+    reference = start_first(ref_port)
+    router = start_second(router_port)
     try:
         rounds: dict[str, list[dict[str, Any]]] = {"reference": [], "router": []}
         for _ in range(options.rounds):
@@ -63,4 +75,18 @@ def concurrent(options: Options) -> Result:
     """Eight keep-alive connections, each sequential: several Falco instances behind one Service."""
     result = Result("http_concurrent", "HTTP ingest, 8 connections, each sequential")
     _compare(result, options, connections=8, sweep=False)
+    return result
+
+
+def event_loops(options: Options) -> Result:
+    """The router on the standard asyncio loop ("reference" here) against the router on uvloop."""
+    if not uvloop_available():
+        raise Skipped("uvloop is not installed: run `make bench`, which installs the bench extra")
+    result = Result("http_event_loop", "HTTP ingest, 1 connection: router on asyncio (reference) vs on uvloop (router)")
+    sides: tuple[Starter, Starter] = (
+        lambda port: start_router(port, use_uvloop=False),
+        lambda port: start_router(port, use_uvloop=True),
+    )
+    _compare(result, options, connections=1, sweep=False, sides=sides)
+    result.notes.append("rate_ratio above 1 means uvloop answers faster than the standard asyncio loop")
     return result

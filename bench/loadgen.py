@@ -46,6 +46,7 @@ def content_length(head: bytes) -> int:
 
 
 async def connection(
+    *,
     port: int,
     requests: list[bytes],
     offset: int,
@@ -83,14 +84,24 @@ async def connection(
         writer.close()
 
 
-async def generate(port: int, path: str, connections: int, duration_s: float, warmup_s: float, rate: float) -> dict[str, Any]:
+async def generate(
+    *, port: int, path: str, connections: int, duration_s: float, warmup_s: float, rate: float
+) -> dict[str, Any]:
     """Run the load (after a warm-up whose answers are not counted) and return the measurements."""
     requests = build_requests(port, path)
     interval_s = connections / rate if rate else 0.0
     if warmup_s:
         await asyncio.gather(
             *(
-                connection(port, requests, i, time.perf_counter() + warmup_s, interval_s, [], {})
+                connection(
+                    port=port,
+                    requests=requests,
+                    offset=i,
+                    stop_at=time.perf_counter() + warmup_s,
+                    interval_s=interval_s,
+                    latencies=[],
+                    statuses={},
+                )
                 for i in range(connections)
             )
         )
@@ -99,7 +110,18 @@ async def generate(port: int, path: str, connections: int, duration_s: float, wa
     started = time.perf_counter()
     stop_at = started + duration_s
     await asyncio.gather(
-        *(connection(port, requests, i * 7, stop_at, interval_s, latencies, statuses) for i in range(connections))
+        *(
+            connection(
+                port=port,
+                requests=requests,
+                offset=i * 7,
+                stop_at=stop_at,
+                interval_s=interval_s,
+                latencies=latencies,
+                statuses=statuses,
+            )
+            for i in range(connections)
+        )
     )
     elapsed = time.perf_counter() - started
     latencies.sort()
@@ -125,9 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=1, help="keep-alive connections, each sequential")
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds of load before measuring")
-    parser.add_argument("--rate", type=float, default=0.0, help="offered alerts per second in total (0: as fast as answered)")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="offered alerts per second in total (0: as fast as answered)"
+    )
     args = parser.parse_args(argv)
-    result = asyncio.run(generate(args.port, args.path, args.connections, args.duration, args.warmup, args.rate))
+    result = asyncio.run(
+        generate(
+            port=args.port,
+            path=args.path,
+            connections=args.connections,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            rate=args.rate,
+        )
+    )
     print(json.dumps(result))
     return 0
 

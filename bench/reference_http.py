@@ -7,7 +7,10 @@ the router adds on top of aiohttp itself. ``--uvloop`` runs it on uvloop, like t
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -18,37 +21,33 @@ async def receive(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+async def serve(port: int) -> None:
+    """Serve on 127.0.0.1:port until SIGTERM."""
+    app = web.Application(client_max_size=1_048_576)
+    app.router.add_post("/{path:.*}", receive)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    await stopped.wait()
+    await runner.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Serve on 127.0.0.1 until SIGTERM."""
+    """Parse the command line and serve."""
     parser = argparse.ArgumentParser(prog="python -m bench.reference_http", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args(argv)
-    app = web.Application(client_max_size=1_048_576)
-    app.router.add_post("/{path:.*}", receive)
-    loop_factory = None
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if args.uvloop:
-        import uvloop
+        import uvloop  # noqa: PLC0415 - optional, in the bench extra
 
         loop_factory = uvloop.new_event_loop
-    import asyncio
-
-    runner = asyncio.Runner(loop_factory=loop_factory)
-    runner.run(_serve(app, args.port))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(args.port))
     return 0
-
-
-async def _serve(app: web.Application, port: int) -> None:
-    import asyncio
-    import signal
-
-    app_runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await app_runner.setup()
-    await web.TCPSite(app_runner, "127.0.0.1", port).start()
-    stopped = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
-    await stopped.wait()
-    await app_runner.cleanup()
 
 
 if __name__ == "__main__":

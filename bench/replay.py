@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import CORPUS, PYTHON, PROJECT_ROOT, Options, Result, Skipped, median
+from bench.common import CORPUS, PROJECT_ROOT, PYTHON, Options, Result, Skipped, median
 from bench.routerproc import loop_env, write_config
 
 REPLAY_CONFIG = """\
@@ -68,7 +68,7 @@ def _timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        preexec_fn=_pin_to_one_core,
+        preexec_fn=_pin_to_one_core,  # noqa: PLW1509 - the benchmark process starts no threads
     )
     assert child.stderr is not None
     stderr = child.stderr.read()
@@ -82,7 +82,8 @@ def _timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def run(options: Options) -> Result:
     """Time the router's replay against the parse-only reference, several rounds each."""
-    result = Result("replay", f"falco-router replay of {options.replay_alerts:,} alerts, file output to /dev/null, 1 core")
+    title = f"falco-router replay of {options.replay_alerts:,} alerts, file output to /dev/null, 1 core"
+    result = Result("replay", title)
     config = write_config(REPLAY_CONFIG)
     env = loop_env(options.uvloop)
     with tempfile.TemporaryDirectory(prefix="falco-router-bench-") as directory:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from bench.common import PROJECT_ROOT, RESULTS_DIR
@@ -40,10 +39,11 @@ def write_plot(record: dict[str, Any]) -> bool:
     if not sweep:
         return False
     try:
-        import matplotlib
+        # matplotlib comes with the bench extra only; without it the report is written without the plot.
+        import matplotlib  # noqa: PLC0415
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
         return False
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -101,7 +101,8 @@ def render_section(record: dict[str, Any], plotted: bool) -> str:
         if bench["targets"]:
             lines += ["| target | measured | met |", "|---|---|---|"]
             for target in bench["targets"]:
-                lines.append(f"| {target['target']} | {_format(target['value'])} | {'yes' if target['met'] else 'NO'} |")
+                met = "yes" if target["met"] else "NO"
+                lines.append(f"| {target['target']} | {_format(target['value'])} | {met} |")
             lines.append("")
         lines += [f"- {note}" for note in bench.get("notes", [])]
         if bench.get("notes"):

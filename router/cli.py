@@ -17,7 +17,8 @@ from router.logs import configure_logging
 T = TypeVar("T")
 
 EVENT_LOOP_ENV = "FALCO_ROUTER_EVENT_LOOP"
-"""Environment variable that picks the event loop: ``auto`` (default), ``uvloop`` or ``asyncio``."""
+"""Environment variable that picks the event loop: ``asyncio`` (default), ``uvloop``, or ``auto`` (uvloop when
+installed)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     from router.run import run_daemon
 
-    return _run_loop(run_daemon(config))
+    return _run_loop(lambda: run_daemon(config))
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -100,18 +101,20 @@ def _replay(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     from router.replay import replay_file
 
-    summary = _run_loop(replay_file(config, args.file))
+    summary = _run_loop(lambda: replay_file(config, args.file))
     print(summary.describe(), file=sys.stderr)
     return 0 if summary.ok else 1
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """Return uvloop's loop factory when uvloop is installed and not turned off, else None (asyncio's loop).
+    """Return uvloop's loop factory when ``FALCO_ROUTER_EVENT_LOOP`` asks for it, else None (asyncio's loop).
 
-    uvloop is an optional dependency: measured with ``python -m bench``, it shortens the HTTP answer
-    time (see docs/benchmarks.md). ``FALCO_ROUTER_EVENT_LOOP=asyncio`` turns it off.
+    NOTE: uvloop is opt-in because ``python -m bench http_event_loop`` measured no gain from it on a
+    shared 2-CPU machine; re-run it on a quiet machine before making ``auto`` the default.
     """
-    choice = os.environ.get(EVENT_LOOP_ENV, "auto")
+    choice = os.environ.get(EVENT_LOOP_ENV, "asyncio")
+    if choice not in ("asyncio", "uvloop", "auto"):
+        raise SystemExit(f"{EVENT_LOOP_ENV}={choice!r} is invalid: expected asyncio, uvloop or auto")
     if choice == "asyncio":
         return None
     try:
@@ -123,9 +126,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _run_loop(main: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(main)
+def _run_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    # The loop is chosen before the coroutine exists, so an invalid choice leaves none un-awaited.
+    loop_factory = _loop_factory()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
 
 
 if __name__ == "__main__":
