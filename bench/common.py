@@ -25,7 +25,7 @@ PYTHON = sys.executable
 
 
 class Skipped(Exception):  # noqa: N818 - not an error: the report lists it as "skipped"
-    """A benchmark cannot run here; the message says what is missing and how to get it."""
+    """A benchmark cannot run here; the message names what is missing and how to get it."""
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Options:
 
 @dataclass
 class Result:
-    """What one benchmark measured: a table of medians, ratios, target checks and raw rounds."""
+    """Measurements of one benchmark: medians, ratios, target checks and the raw rounds."""
 
     name: str
     title: str
@@ -61,7 +61,7 @@ class Result:
 def corpus_documents() -> list[dict[str, Any]]:
     """Return the alerts of the shared corpus; raises ``Skipped`` when the corpus is not beside the project."""
     if not CORPUS.exists():
-        raise Skipped(f"corpus not found at {CORPUS}: set FALCO_ROUTER_SHARED to the folder that holds corpus/")
+        raise Skipped(f"corpus not found at {CORPUS}: set FALCO_ROUTER_SHARED to the folder that contains corpus/")
     lines = [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [json.loads(line) for line in lines]
 

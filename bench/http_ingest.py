@@ -29,7 +29,7 @@ Starter = Callable[[int], subprocess.Popen[bytes]]
 def _compare(
     result: Result, options: Options, connections: int, *, sweep: bool, sides: tuple[Starter, Starter] | None = None
 ) -> None:
-    """Measure two servers in alternation: the reference first, the router second, unless ``sides`` says."""
+    """Measure two servers in alternation: the reference first, the router second, unless ``sides`` gives two others."""
     start_first, start_second = sides or (
         lambda port: start_reference(port, use_uvloop=options.uvloop),
         lambda port: start_router(port, use_uvloop=options.uvloop),
@@ -63,7 +63,7 @@ def _compare(
 
 
 def sequential(options: Options) -> Result:
-    """One keep-alive connection, sequential POSTs: the rate Falco's single output thread can reach."""
+    """Measure one keep-alive connection with sequential POSTs: the rate Falco's single output thread can reach."""
     result = Result("http_sequential", "HTTP ingest, 1 connection, sequential POSTs (as Falco sends)")
     _compare(result, options, connections=1, sweep=True)
     result.target("router alerts/s >= 80% of bare aiohttp", result.metrics["rate_ratio"], 0.8, at_least=True)
@@ -72,14 +72,14 @@ def sequential(options: Options) -> Result:
 
 
 def concurrent(options: Options) -> Result:
-    """Eight keep-alive connections, each sequential: several Falco instances behind one Service."""
+    """Measure eight keep-alive connections, each sequential: several Falco instances behind one Service."""
     result = Result("http_concurrent", "HTTP ingest, 8 connections, each sequential")
     _compare(result, options, connections=8, sweep=False)
     return result
 
 
 def event_loops(options: Options) -> Result:
-    """The router on the standard asyncio loop ("reference" here) against the router on uvloop."""
+    """Compare the router on the standard asyncio loop ("reference" here) with the router on uvloop."""
     if not uvloop_available():
         raise Skipped("uvloop is not installed: run `make bench`, which installs the bench extra")
     result = Result("http_event_loop", "HTTP ingest, 1 connection: router on asyncio (reference) vs on uvloop (router)")

@@ -1,7 +1,7 @@
 """Load generator: POSTs corpus alerts over keep-alive HTTP/1.1 connections the way Falco's http_output does.
 
 Runs as its own process (``python -m bench.loadgen``) so it never shares the event loop of the server
-under test. Each connection sends one request, waits for the whole answer, then sends the next, like
+under test. Each connection sends one request, waits for the whole response, then sends the next, like
 Falco's single output thread. It speaks raw HTTP/1.1 over asyncio streams because an HTTP client library
 costs several times more per request than the servers being measured. Prints one JSON object.
 """
@@ -65,7 +65,7 @@ async def connection(
             if now >= stop_at:
                 return
             if interval_s:
-                # Fixed offered load: send on schedule, or at once when the answers fell behind it.
+                # Fixed offered load: send on schedule, or at once when the responses fell behind it.
                 if now < next_send:
                     await asyncio.sleep(next_send - now)
                 next_send += interval_s
@@ -87,7 +87,7 @@ async def connection(
 async def generate(
     *, port: int, path: str, connections: int, duration_s: float, warmup_s: float, rate: float
 ) -> dict[str, Any]:
-    """Run the load (after a warm-up whose answers are not counted) and return the measurements."""
+    """Run the load (after a warm-up whose responses are not counted) and return the measurements."""
     requests = build_requests(port, path)
     interval_s = connections / rate if rate else 0.0
     if warmup_s:
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds of load before measuring")
     parser.add_argument(
-        "--rate", type=float, default=0.0, help="offered alerts per second in total (0: as fast as answered)"
+        "--rate", type=float, default=0.0, help="offered alerts per second in total (0: as fast as the server responds)"
     )
     args = parser.parse_args(argv)
     result = asyncio.run(

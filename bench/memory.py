@@ -16,8 +16,8 @@ from bench.routerproc import start_reference, start_router
 
 RATE = 2000
 SAMPLE_EVERY_S = 2.0
-# Two connections: at 2,000/s one sequential connection leaves 0.5 ms per answer, which a loaded shared
-# machine cannot always give, and the point here is memory, not answer time.
+# Two connections: at 2,000/s one sequential connection leaves 0.5 ms per response, which a loaded
+# shared machine cannot always give, and the point here is memory, not response time.
 CONNECTIONS = 2
 REFERENCE_MINUTES = 1.0
 

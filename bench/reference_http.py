@@ -1,4 +1,4 @@
-"""Reference HTTP server: bare aiohttp that reads the body and answers 200, nothing else.
+"""Reference HTTP server: bare aiohttp that reads the body and responds 200, nothing else.
 
 The HTTP benchmarks compare the router against this server run the same way, so the ratio shows what
 the router adds on top of aiohttp itself. ``--uvloop`` runs it on uvloop, like the router with uvloop.
@@ -16,7 +16,7 @@ from aiohttp import web
 
 
 async def receive(request: web.Request) -> web.Response:
-    """Read the whole body and answer 200 with an empty body, as the router does on success."""
+    """Read the whole body and respond 200 with an empty body, as the router does on success."""
     await request.read()
     return web.Response(status=200)
 

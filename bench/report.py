@@ -34,7 +34,7 @@ def write_json(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_plot(record: dict[str, Any]) -> bool:
-    """Plot throughput and p99 answer latency against offered load; return False without matplotlib or data."""
+    """Plot throughput and p99 response latency against offered load; return False without matplotlib or data."""
     sweep = record.get("benchmarks", {}).get("http_sequential", {}).get("series", {}).get("sweep")
     if not sweep:
         return False
@@ -56,8 +56,8 @@ def write_plot(record: dict[str, Any]) -> bool:
     throughput.plot(offered, offered, ":", color="grey", label="offered")
     throughput.set(xlabel="offered alerts/s", ylabel="answered alerts/s", xscale="log", yscale="log")
     throughput.set_title("Throughput, 1 sequential connection")
-    latency.set(xlabel="offered alerts/s", ylabel="answer latency (ms)", xscale="log", yscale="log")
-    latency.set_title("Answer latency")
+    latency.set(xlabel="offered alerts/s", ylabel="response latency (ms)", xscale="log", yscale="log")
+    latency.set_title("Response latency")
     for axes in (throughput, latency):
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="small")
