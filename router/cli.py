@@ -107,7 +107,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """Return uvloop's loop factory when ``FALCO_ROUTER_EVENT_LOOP`` asks for it, else None (asyncio's loop).
+    """Return uvloop's loop factory when ``FALCO_ROUTER_EVENT_LOOP`` selects it, else None (asyncio's loop).
 
     NOTE: uvloop is opt-in because ``python -m bench http_event_loop`` measured no gain from it on a
     shared 2-CPU machine; re-run it on a quiet machine before making ``auto`` the default.
