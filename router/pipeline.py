@@ -1,9 +1,8 @@
 """The pipeline between the ingests and the output queues: stages, then routing, then fan-out.
 
-Ingests call ``submit``, which never waits for an output (Falco's output thread blocks on the HTTP
-response). One task runs the stages (enrichment, policy) and routing in arrival order and puts each
-alert on the queue of every output it is routed to. While that task is idle, ``submit`` runs the
-synchronous part of this work itself: the result is the same, without one task wake-up per alert.
+Ingests call ``submit``, which only queues the alert, so the HTTP answer never waits for an output
+(Falco's output thread blocks on it). One task runs the stages (enrichment, policy) and routing in
+arrival order and puts each alert on the queue of every output it is routed to.
 """
 
 from __future__ import annotations
@@ -56,9 +55,6 @@ class Pipeline:
         self._inbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_pending)
         self._waiting: set[asyncio.Task[None]] = set()
         self._busy = 0
-        self._idle = False
-        """True while ``run`` waits on an empty inbox, so ``submit`` may process in its place."""
-        self._inline_error: Exception | None = None
         self.accepting = True
         self._reject_queues = [q for q in queues.values() if getattr(q, "overflow", "") == "reject"]
         # Looking up a labelled child costs more than the increment, so each route's counter is kept.
@@ -76,31 +72,13 @@ class Pipeline:
         for event in events:
             if event.priority is None:
                 self.metrics.priority_unknown.inc()
-            if self._idle and self._inline_error is None and self._inbox.empty():
-                # Nothing is queued ahead of this alert, so processing it here keeps arrival order.
-                # Measured with `python -m bench`, this saves a task wake-up (an event loop iteration)
-                # per alert and shortens the HTTP response time under sequential load.
-                try:
-                    self._process(event)
-                except Exception as exc:  # noqa: BLE001 - handed to run(), which raises it as before
-                    # A failing stage must stop the pipeline task, as it did when the task ran it.
-                    self._inline_error = exc
-                    self._inbox.put_nowait(event)
-            else:
-                self._inbox.put_nowait(event)
+            self._inbox.put_nowait(event)
 
     async def run(self) -> None:
         """Process alerts in arrival order until cancelled."""
         inbox = self._inbox
         while True:
-            self._idle = inbox.empty()
-            try:
-                event = await inbox.get()
-            finally:
-                # Also on cancellation: a stopped pipeline must not take alerts in through submit.
-                self._idle = False
-            if self._inline_error is not None:
-                raise self._inline_error
+            event = await inbox.get()
             self._busy += 1
             try:
                 self._process(event)
