@@ -23,8 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check router tests
-	$(BIN)/mypy router
+	$(BIN)/ruff check router tests bench
+	$(BIN)/mypy router bench
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

@@ -75,13 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = BENCHMARKS[name](options)
         except Skipped as exc:
-            result = Result(name, name, skipped=str(exc))
+            result = Result(name, (BENCHMARKS[name].__doc__ or name).splitlines()[0].rstrip("."), skipped=str(exc))
         except Exception:  # noqa: BLE001 - one broken benchmark must not hide the results of the others
             failed = True
             traceback.print_exc()
             continue
         print(f"   {result.skipped or result.metrics}", file=sys.stderr, flush=True)
-        run["benchmarks"][name] = dataclasses.asdict(result)  # type: ignore[index]
+        entry = dataclasses.asdict(result)
+        # Each benchmark keeps the command and date of its own run, because a run of some benchmarks
+        # keeps the others' earlier results.
+        entry["run"] = {"command": run["command"], "date": run["date"]}
+        run["benchmarks"][name] = entry  # type: ignore[index]
 
     record = write_json(run)
     write_doc(record, write_plot(record))

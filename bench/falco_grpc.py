@@ -1,7 +1,7 @@
 """Falco stand-in and bare consumer for the gRPC benchmark, each run as its own process.
 
 ``serve`` plays Falco 0.43's gRPC server on a unix socket: ``falco.version.service/version`` and
-``falco.outputs.service/sub``, which answers each request on the stream with every queued alert, as
+``falco.outputs.service/sub``, which responds to each request on the stream with every queued alert, as
 Falco drains its one output queue. ``consume`` is the reference: a bare ``grpc.aio`` client that
 subscribes, lets grpc parse each response and discards it. Needs ``router.proto_gen``.
 """

@@ -44,6 +44,7 @@ def write_plot(record: dict[str, Any]) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.ticker  # noqa: PLC0415
     except ImportError:
         return False
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -59,6 +60,10 @@ def write_plot(record: dict[str, Any]) -> bool:
     latency.set(xlabel="offered alerts/s", ylabel="response latency (ms)", xscale="log", yscale="log")
     latency.set_title("Response latency")
     for axes in (throughput, latency):
+        # Label the offered rates themselves: log-scale minor tick labels overlap at this width.
+        axes.set_xticks(offered, [f"{rate:g}" for rate in offered])
+        axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axes.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="small")
     figure.tight_layout()
@@ -69,6 +74,8 @@ def write_plot(record: dict[str, Any]) -> bool:
 
 
 def _format(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
@@ -80,8 +87,8 @@ def render_section(record: dict[str, Any], plotted: bool) -> str:
     lines = [
         BEGIN,
         "",
-        f"Command: `{record['command']}`  ",
-        f"Date: {record['date']}  ",
+        f"Last command: `{record['command']}`  ",
+        f"Date of the last run: {record['date']}  ",
         f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu_model']}, Python {m['python']}, "
         f"load average at start {m['load_average']}  ",
         f"Event loop: {'uvloop' if record['options'].get('uvloop') else 'asyncio'}; rounds: "
@@ -92,6 +99,8 @@ def render_section(record: dict[str, Any], plotted: bool) -> str:
         lines += [f"![throughput and latency against offered load]({PLOT.name})", ""]
     for name, bench in record["benchmarks"].items():
         lines += [f"### {name}: {bench['title']}", ""]
+        if bench.get("run"):
+            lines += [f"Run: {bench['run']['date']}, `{bench['run']['command']}`", ""]
         if bench.get("skipped"):
             lines += [f"Skipped: {bench['skipped']}", ""]
             continue
