@@ -23,8 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check router tests helm docs
-	$(BIN)/mypy router
+	$(BIN)/ruff check router tests helm docs bench
+	$(BIN)/mypy router bench
 	$(BIN)/hadolint Dockerfile
 
 ## generate: rewrite the files generated from the config model and the chart (tests fail while they are stale)
@@ -38,7 +38,14 @@ generate: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+## bench: run every benchmark in bench/ and rewrite bench/results/latest.json and docs/benchmarks.md
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:

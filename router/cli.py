@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from router import __version__
 from router.config import ConfigError, RouterConfig, config_warnings, load_config, resolve_secrets
@@ -17,6 +19,12 @@ from router.rules.files import read_rules_dir
 from router.spool.admin import list_dead_letters, requeue_dead_letters
 from router.spool.store import SpoolError
 from router.policy.dryrun import DryRun, allow_list_report
+
+T = TypeVar("T")
+
+EVENT_LOOP_ENV = "FALCO_ROUTER_EVENT_LOOP"
+"""Environment variable that picks the event loop: ``asyncio`` (default), ``uvloop``, or ``auto`` (uvloop when
+installed)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     from router.run import run_daemon
 
-    return asyncio.run(run_daemon(config, args.config))
+    return _run_loop(lambda: run_daemon(config, args.config))
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -189,7 +197,7 @@ def _replay(args: argparse.Namespace) -> int:
         return _dry_run(config, args.file)
     from router.replay import replay_file
 
-    summary = asyncio.run(replay_file(config, args.file))
+    summary = _run_loop(lambda: replay_file(config, args.file))
     print(summary.describe(), file=sys.stderr)
     return 0 if summary.ok else 1
 
@@ -233,6 +241,8 @@ def _spool_requeue_dead(args: argparse.Namespace) -> int:
         return 1
     print(f"{moved} dead letter(s) of {args.output} queued for delivery at the next start")
     return 0
+
+
 def _dry_run(config: RouterConfig, path: Path) -> int:
     try:
         dry_run = DryRun(config, sys.stdout)
@@ -248,6 +258,34 @@ def _dry_run(config: RouterConfig, path: Path) -> int:
             summary = dry_run.run(stream)
     print(summary.describe(), file=sys.stderr)
     return 0 if not summary.rejected else 1
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return uvloop's loop factory when ``FALCO_ROUTER_EVENT_LOOP`` selects it, else None (asyncio's loop).
+
+    NOTE: uvloop is opt-in because ``python -m bench http_event_loop`` measured no gain from it on a
+    shared 2-CPU machine; re-run it on a quiet machine before making ``auto`` the default.
+    """
+    choice = os.environ.get(EVENT_LOOP_ENV, "asyncio")
+    if choice not in ("asyncio", "uvloop", "auto"):
+        raise SystemExit(f"{EVENT_LOOP_ENV}={choice!r} is invalid: expected asyncio, uvloop or auto")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional dependency, imported only when it is used
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit(f"{EVENT_LOOP_ENV}=uvloop but uvloop is not installed: pip install uvloop") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _run_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    # The loop is chosen before the coroutine exists, so an invalid choice leaves none un-awaited.
+    loop_factory = _loop_factory()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
 
 
 if __name__ == "__main__":

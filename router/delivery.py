@@ -51,6 +51,11 @@ class OutputWorker:
         self.health.set(self._component, "ok", breaker="closed")
         self.metrics.output_up.labels(output.name).set(1)
         self._set_breaker("closed")
+        # Labelled children looked up once: per-alert .labels() calls cost more than the update itself.
+        self._delivered_total = metrics.delivered.labels(output.name)
+        self._latency = metrics.delivery_latency.labels(output.name)
+        self._queue_depth = metrics.queue_depth.labels(output.name)
+        self._oldest_age = metrics.oldest_age.labels(output.name)
 
     @property
     def _component(self) -> str:
@@ -134,9 +139,9 @@ class OutputWorker:
         return bool(delivery.attempts >= self.retry.max_attempts or age_s >= self.retry.max_age_s)
 
     def _delivered(self, delivery: Delivery) -> None:
-        self.metrics.delivered.labels(self.output.name).inc()
+        self._delivered_total.inc()
         latency_s = (time.time_ns() - delivery.event.received_ns) / 1e9
-        self.metrics.delivery_latency.labels(self.output.name).observe(max(latency_s, 0.0))
+        self._latency.observe(max(latency_s, 0.0))
 
     def _give_up(self, delivery: Delivery, reason: str, error: DeliveryError) -> None:
         self.queue.dead_letter(delivery, reason, str(error))
@@ -151,7 +156,7 @@ class OutputWorker:
         )
 
     def _update_gauges(self) -> None:
-        self.metrics.queue_depth.labels(self.output.name).set(self.queue.depth())
+        self._queue_depth.set(self.queue.depth())
         oldest = self.queue.oldest_ns()
         age = (time.time_ns() - oldest) / 1e9 if oldest else 0.0
-        self.metrics.oldest_age.labels(self.output.name).set(max(age, 0.0))
+        self._oldest_age.set(max(age, 0.0))

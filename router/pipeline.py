@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from router.event import Event
 from router.logs import get_logger
@@ -79,6 +79,9 @@ class Pipeline:
         """Called with each processed alert before routing; they read it and must not change or block it."""
         self.notifying: frozenset[str] = frozenset()
         """Outputs that page people; the policy annotations hold alerts back from them (see routing.held_back)."""
+        # Looking up a labelled child costs more than the increment, so each route's counter is kept. The
+        # router can be replaced on reload, so children are added on first use rather than all up front.
+        self._routed: dict[str, Any] = {}
 
     def submit(self, events: Sequence[Event]) -> None:
         """Queue alerts for processing, all or none; raises ``Backpressure`` when there is no room."""
@@ -114,11 +117,16 @@ class Pipeline:
 
     async def run(self) -> None:
         """Process alerts in arrival order until cancelled."""
+        inbox = self._inbox
         while True:
-            event = await self._inbox.get()
+            event = await inbox.get()
             self._busy += 1
             try:
                 self._process(event)
+                # Take what else is already queued without suspending: one await per burst rather
+                # than one per alert.
+                while not inbox.empty():
+                    self._process(inbox.get_nowait())
             finally:
                 self._busy -= 1
 
@@ -155,7 +163,10 @@ class Pipeline:
                 self.journal.routed(event, ())
             return
         for route in plan.routes:
-            self.metrics.alerts_routed.labels(route).inc()
+            counter = self._routed.get(route)
+            if counter is None:
+                counter = self._routed[route] = self.metrics.alerts_routed.labels(route)
+            counter.inc()
         for name, reason in plan.held.items():
             self.metrics.policy_held_back.labels(name, reason).inc()
         placed: list[tuple[str, Delivery]] = []

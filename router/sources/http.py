@@ -35,6 +35,7 @@ class HttpIngest:
         self.metrics = metrics
         self.health = health
         self.log = get_logger("ingest.http")
+        self._received_total = metrics.alerts_received.labels(TRANSPORT)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -118,7 +119,7 @@ class HttpIngest:
         except Backpressure as exc:
             self.metrics.alerts_rejected.labels(TRANSPORT, "backpressure").inc(len(events))
             return web.Response(status=503, text=f"{exc}; retry later\n", headers={"Retry-After": "1"})
-        self.metrics.alerts_received.labels(TRANSPORT).inc(len(events))
+        self._received_total.inc(len(events))
         return web.Response(status=200)
 
     def _reject(self, reason: str, message: str, status: int = 400) -> web.Response:

@@ -1,0 +1,1 @@
+"""Benchmarks of falco-router against bare references; run with ``python -m bench``."""
