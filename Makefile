@@ -23,7 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check router tests helm docs bench
+	$(BIN)/ruff check router tests helm docs bench scripts
+	$(BIN)/ruff format --check router tests helm docs bench scripts
 	$(BIN)/mypy router bench
 	$(BIN)/hadolint Dockerfile
 

@@ -47,8 +47,10 @@ def pod_document(index: int) -> dict[str, Any]:
         "spec": {
             "nodeName": "node-a",
             "serviceAccountName": "default",
-            "containers": [{"name": "app", "image": "registry.example/app:1.2.3"},
-                           {"name": "sidecar", "image": "registry.example/sidecar:4.5"}],
+            "containers": [
+                {"name": "app", "image": "registry.example/app:1.2.3"},
+                {"name": "sidecar", "image": "registry.example/sidecar:4.5"},
+            ],
         },
         "status": {
             "containerStatuses": [
@@ -93,8 +95,14 @@ def main() -> None:
     get_us = best_of(lambda: [cache.get(key) for key in keys], len(keys))
 
     alerts = [
-        parse_alert({"rule": "r", "priority": "Notice", "time": "2023-11-14T22:13:20Z",
-                     "output_fields": {"container.id": key[1]}})
+        parse_alert(
+            {
+                "rule": "r",
+                "priority": "Notice",
+                "time": "2023-11-14T22:13:20Z",
+                "output_fields": {"container.id": key[1]},
+            }
+        )
         for key in keys
     ]
     stage = enrichment.stage

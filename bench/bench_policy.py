@@ -199,8 +199,7 @@ def main() -> None:
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.processor() or 'unknown cpu'}")
     print(f"policy: 100 allow-list entries, 20 dedup rules, 10 correlation rules; {ALERTS} alerts")
     print(f"  median of 5 rounds: {per_alert:.1f} us/alert (best {rounds[0][0]:.1f}, worst {rounds[-1][0]:.1f})")
-    print(f"  per round: suppressed {counts['suppressed']}, folded {counts['repeat']}, "
-          f"incidents {counts['incidents']}")
+    print(f"  per round: suppressed {counts['suppressed']}, folded {counts['repeat']}, incidents {counts['incidents']}")
     print(f"dedup memory: {DEDUP_KEYS} open windows hold {memory:.1f} MiB")
 
 

@@ -138,7 +138,12 @@ async def measure_http_throughput(spool_dir: Path | None, total: int, concurrenc
     app = make_app(spool_dir, port)
     await app.start()
     client = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--client", f"http://127.0.0.1:{port}/", str(total), str(concurrency),
+        sys.executable,
+        __file__,
+        "--client",
+        f"http://127.0.0.1:{port}/",
+        str(total),
+        str(concurrency),
         stdout=asyncio.subprocess.PIPE,
     )
     output, _ = await client.communicate()

@@ -69,9 +69,7 @@ class Outputs(outputs_pb2_grpc.serviceServicer):  # type: ignore[misc]
         corpus = [response_from(doc) for doc in corpus_documents()]
         self.queue = deque(corpus[i % len(corpus)] for i in range(alerts))
 
-    async def sub(
-        self, request_iterator: AsyncIterator[Any], context: Any
-    ) -> AsyncIterator[Any]:
+    async def sub(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         async for _request in request_iterator:
             while self.queue:
                 yield self.queue.popleft()

@@ -116,7 +116,9 @@ def main(argv: list[str]) -> int:
             if "--check" not in argv:
                 (DOCS / page).write_text(updated, encoding="utf-8")
     if stale and "--check" in argv:
-        print(f"settings tables out of date in {', '.join(stale)}: run python docs/gen_output_tables.py", file=sys.stderr)
+        print(
+            f"settings tables out of date in {', '.join(stale)}: run python docs/gen_output_tables.py", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -150,9 +150,12 @@ class RouterApp:
             try:
                 await self.http.start()
             except OSError as exc:
-                raise StartupError(f"HTTP ingest cannot listen on {self.config.ingest.http.listen}: {exc.strerror}") from exc
+                raise StartupError(
+                    f"HTTP ingest cannot listen on {self.config.ingest.http.listen}: {exc.strerror}"
+                ) from exc
         if self.config.ingest.grpc.enabled:
-            from router.sources.grpc import GrpcIngest
+            # Imported only when enabled: grpcio costs memory on every node that never uses it.
+            from router.sources.grpc import GrpcIngest  # noqa: PLC0415
 
             self.grpc = GrpcIngest(self.config.ingest.grpc, self.pipeline, self.metrics, self.health)
             self.supervisor.start("ingest-grpc", self.grpc.run())

@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 from router import __version__
 from router.config import ConfigError, RouterConfig, config_warnings, load_config, resolve_secrets
 from router.logs import configure_logging
+from router.policy.dryrun import DryRun, allow_list_report
 from router.rules.check import check_rules_set, find_falco_binary
 from router.rules.files import read_rules_dir
 from router.spool.admin import list_dead_letters, requeue_dead_letters
 from router.spool.store import SpoolError
-from router.policy.dryrun import DryRun, allow_list_report
 
 T = TypeVar("T")
 
@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="falco-router", description="Route Falco alerts to Kafka, Slack and webhooks.")
+    parser = argparse.ArgumentParser(
+        prog="falco-router", description="Route Falco alerts to Kafka, Slack and webhooks."
+    )
     parser.add_argument("--version", action="version", version=f"falco-router {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
@@ -163,9 +165,7 @@ def _rules_check(args: argparse.Namespace) -> int:
         return 1
     binary = None if args.no_falco else find_falco_binary(args.falco_binary)
     problems = asyncio.run(
-        check_rules_set(
-            candidate, args.base, falco_binary=binary, falco_config=args.falco_config, folder=args.folder
-        )
+        check_rules_set(candidate, args.base, falco_binary=binary, falco_config=args.falco_config, folder=args.folder)
     )
     for problem in problems:
         print(problem)
@@ -183,7 +183,8 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(config.log.level, config.log.format)
-    from router.run import run_daemon
+    # Imported by the commands that run the pipeline only, so that `check` starts fast.
+    from router.run import run_daemon  # noqa: PLC0415
 
     return _run_loop(lambda: run_daemon(config, args.config))
 
@@ -195,7 +196,7 @@ def _replay(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     if args.dry_run:
         return _dry_run(config, args.file)
-    from router.replay import replay_file
+    from router.replay import replay_file  # noqa: PLC0415 - as for run_daemon above
 
     summary = _run_loop(lambda: replay_file(config, args.file))
     print(summary.describe(), file=sys.stderr)

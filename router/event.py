@@ -30,9 +30,7 @@ MISSING: Final = object()
 FLAG_PRIORITY_UNKNOWN: Final = "priority_unknown"
 FLAG_UTF8_REPAIRED: Final = "utf8_repaired"
 
-_FALCO_KEYS: Final = frozenset(
-    ("hostname", "output", "output_fields", "priority", "rule", "source", "tags", "time")
-)
+_FALCO_KEYS: Final = frozenset(("hostname", "output", "output_fields", "priority", "rule", "source", "tags", "time"))
 
 # RFC 3339 as Falco writes it (9 fractional digits and "Z"), also accepting fewer or more digits and a
 # numeric offset. Python 3.10's fromisoformat rejects more than 6 digits, so the time is parsed by hand.
@@ -73,7 +71,7 @@ def new_alert_id() -> str:
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
-class InvalidAlert(ValueError):
+class InvalidAlert(ValueError):  # noqa: N818 - names the condition, as ValueError subclasses in parsers do
     """The input is not a Falco alert; the message is one line that says which key is wrong and why."""
 
 

@@ -21,13 +21,17 @@ class Metrics:
             f"{PREFIX}_alerts_received", "Alerts accepted by an ingest.", ["transport"], registry=r
         )
         self.alerts_rejected = Counter(
-            f"{PREFIX}_alerts_rejected", "Requests or alerts rejected by an ingest.", ["transport", "reason"], registry=r
+            f"{PREFIX}_alerts_rejected",
+            "Requests or alerts rejected by an ingest.",
+            ["transport", "reason"],
+            registry=r,
         )
         self.alerts_repaired = Counter(
             f"{PREFIX}_alerts_repaired", "Alerts accepted after a documented repair.", ["reason"], registry=r
         )
         self.priority_unknown = Counter(
-            f"{PREFIX}_priority_unknown", "Alerts whose priority spelling is not a Falco priority (delivered, flagged).",
+            f"{PREFIX}_priority_unknown",
+            "Alerts whose priority spelling is not a Falco priority (delivered, flagged).",
             registry=r,
         )
 
@@ -36,7 +40,9 @@ class Metrics:
 
         self.delivered = Counter(f"{PREFIX}_output_delivered", "Alerts delivered by an output.", ["output"], registry=r)
         self.retries = Counter(
-            f"{PREFIX}_output_retries", "Delivery attempts that failed and will be retried.", ["output", "reason"],
+            f"{PREFIX}_output_retries",
+            "Delivery attempts that failed and will be retried.",
+            ["output", "reason"],
             registry=r,
         )
         self.lost = Counter(
@@ -45,10 +51,14 @@ class Metrics:
             ["output", "reason"],
             registry=r,
         )
-        self.queue_depth = Gauge(f"{PREFIX}_output_queue_depth", "Alerts waiting in an output queue.", ["output"], registry=r)
+        self.queue_depth = Gauge(
+            f"{PREFIX}_output_queue_depth", "Alerts waiting in an output queue.", ["output"], registry=r
+        )
         self.oldest_age = Gauge(
-            f"{PREFIX}_output_oldest_undelivered_seconds", "Age of the oldest alert waiting in an output queue.",
-            ["output"], registry=r,
+            f"{PREFIX}_output_oldest_undelivered_seconds",
+            "Age of the oldest alert waiting in an output queue.",
+            ["output"],
+            registry=r,
         )
         self.output_up = Gauge(
             f"{PREFIX}_output_up", "1 while an output delivers, 0 while its deliveries fail.", ["output"], registry=r
@@ -77,11 +87,15 @@ class Metrics:
         )
 
         self.k8s_cache_pods = Gauge(
-            f"{PREFIX}_k8s_cache_pods", "Pods in the Kubernetes cache, live or kept after deletion.", ["state"],
+            f"{PREFIX}_k8s_cache_pods",
+            "Pods in the Kubernetes cache, live or kept after deletion.",
+            ["state"],
             registry=r,
         )
         self.k8s_watch_up = Gauge(
-            f"{PREFIX}_k8s_watch_up", "1 while the watch of a resource is connected and current.", ["resource"],
+            f"{PREFIX}_k8s_watch_up",
+            "1 while the watch of a resource is connected and current.",
+            ["resource"],
             registry=r,
         )
         self.k8s_watch_restarts = Counter(
@@ -131,7 +145,9 @@ class Metrics:
             registry=r,
         )
         self.policy_held_back = Counter(
-            f"{PREFIX}_policy_held_back", "Alerts the policy kept from an output, by reason.", ["output", "reason"],
+            f"{PREFIX}_policy_held_back",
+            "Alerts the policy kept from an output, by reason.",
+            ["output", "reason"],
             registry=r,
         )
         self.policy_dedup_folded = Counter(
@@ -147,7 +163,9 @@ class Metrics:
             f"{PREFIX}_policy_dedup_open_windows", "Open dedup windows (keys held in memory).", ["dedup"], registry=r
         )
         self.policy_dedup_evicted = Counter(
-            f"{PREFIX}_policy_dedup_evicted", "Dedup windows closed early because max_keys was reached.", ["dedup"],
+            f"{PREFIX}_policy_dedup_evicted",
+            "Dedup windows closed early because max_keys was reached.",
+            ["dedup"],
             registry=r,
         )
         self.policy_internal = Counter(
@@ -163,8 +181,10 @@ class Metrics:
             f"{PREFIX}_policy_correlation_keys", "Keys tracked by a correlation rule.", ["correlation"], registry=r
         )
         self.policy_correlation_evicted = Counter(
-            f"{PREFIX}_policy_correlation_evicted", "Correlation keys evicted because max_keys was reached.",
-            ["correlation"], registry=r,
+            f"{PREFIX}_policy_correlation_evicted",
+            "Correlation keys evicted because max_keys was reached.",
+            ["correlation"],
+            registry=r,
         )
         self.policy_reloads = Counter(
             f"{PREFIX}_policy_reloads", "Policy reloads, by result (ok, failed).", ["result"], registry=r

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,9 @@ class ReplaySummary:
 
     def describe(self) -> str:
         """Return a short report for people."""
-        lines = [f"replay: {self.read} alerts read, {self.skipped} non-JSON lines skipped, {len(self.rejected)} rejected"]
+        lines = [
+            f"replay: {self.read} alerts read, {self.skipped} non-JSON lines skipped, {len(self.rejected)} rejected"
+        ]
         lines += [f"  rejected: {reason}" for reason in self.rejected[:20]]
         for name in sorted(self.delivered):
             lines.append(f"  output {name}: {int(self.delivered[name])} delivered, {int(self.lost.get(name, 0))} lost")
@@ -77,8 +80,6 @@ async def replay_file(config: RouterConfig, path: Path, app: RouterApp | None = 
 
 
 async def _submit(app: RouterApp, event: object) -> None:
-    import asyncio
-
     while True:
         try:
             app.pipeline.submit([event])  # type: ignore[list-item]

@@ -67,9 +67,12 @@ class CompiledRoute:
         # An unknown priority passes any minimum: a misspelt priority must not hide an alert.
         if self.min_priority is not None and event.priority is not None and event.priority < self.min_priority:
             return False
-        if self.rule_names is not None and event.rule not in self.rule_names:
-            if self.rule_pattern is None or not self.rule_pattern.fullmatch(event.rule):
-                return False
+        if (
+            self.rule_names is not None
+            and event.rule not in self.rule_names
+            and (self.rule_pattern is None or not self.rule_pattern.fullmatch(event.rule))
+        ):
+            return False
         if self.sources is not None and event.source not in self.sources:
             return False
         if self.tags is not None and (event.tags is None or self.tags.isdisjoint(event.tags)):
@@ -143,4 +146,3 @@ def held_back(event: Event, *, notifies: bool, mark_suppressed: bool) -> str | N
     if notifies and internal is not None and internal.get("rate_limited"):
         return "internal_rate_limit"
     return None
-

@@ -32,7 +32,9 @@ class Supervisor:
         if self._stopping or task.cancelled():
             return
         error = task.exception()
-        self.log.error("task_crashed", task=name, error=repr(error) if error else "returned unexpectedly", exc_info=error)
+        self.log.error(
+            "task_crashed", task=name, error=repr(error) if error else "returned unexpectedly", exc_info=error
+        )
         self._on_crash(name, error)
 
     async def stop(self, names: list[str] | None = None) -> None:

@@ -62,7 +62,8 @@ def test_every_problem_listed_with_line_and_path() -> None:
     problems = problems_of(text)
     assert problems == [
         "router.yaml:3: outputs.siem.topic: required key is missing",
-        "router.yaml:6: outputs.siem.topik: unknown key; check the spelling against the documented settings (found 'falco')",
+        "router.yaml:6: outputs.siem.topik: unknown key; check the spelling against the documented settings"
+        " (found 'falco')",
         "router.yaml:18: routes.1.min_priority: unknown priority 'loud': expected one of emergency, alert, critical,"
         " error, warning, notice, informational, debug (found 'loud')",
         "router.yaml:21: routes.2.outputs: names 'nowhere', which is not an output; defined outputs: hook, siem, soc",
@@ -78,7 +79,9 @@ def test_literal_secret_rejected_and_not_echoed() -> None:
 def test_missing_secret_reported_by_name_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_SLACK_TOKEN", raising=False)
     problems = resolve_secrets(parse_config(VALID, "router.yaml"))
-    assert [str(p) for p in problems] == ["outputs.soc.token: environment variable TEST_SLACK_TOKEN is not set or empty"]
+    assert [str(p) for p in problems] == [
+        "outputs.soc.token: environment variable TEST_SLACK_TOKEN is not set or empty"
+    ]
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
@@ -114,7 +117,9 @@ def test_unknown_output_type_reported() -> None:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "router", *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args], check=False, capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_check_command_accepts_valid_config(tmp_path: Path) -> None:

@@ -104,9 +104,15 @@ async def test_every_corpus_alert_over_both_transports_reaches_every_output(
     config = tmp_path / "router.yaml"
     config.write_text(daemon_config(port, socket, tansu, slack_server, webhook_receiver))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router", "run", "--config", str(config),
+        sys.executable,
+        "-m",
+        "router",
+        "run",
+        "--config",
+        str(config),
         env={**os.environ, "E2E_SLACK_TOKEN": "xoxb-test"},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await wait_ready(port, process)
@@ -145,4 +151,7 @@ async def test_every_corpus_alert_over_both_transports_reaches_every_output(
 
     slack_text = json.dumps(slack_server.posted)
     for original in originals:
-        assert json.dumps(original["rule"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))[1:-1] in slack_text
+        assert (
+            json.dumps(original["rule"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))[1:-1]
+            in slack_text
+        )

@@ -112,7 +112,9 @@ async def test_order_kept_across_retries() -> None:
 async def test_health_reports_failing_output_then_recovers() -> None:
     flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
     flaky.failures.extend([RetriableError("http_503")] * 2)
-    async with running_router(TWO_OUTPUTS.replace("initial_backoff_s: 0.01", "initial_backoff_s: 0.2"), {"flaky": flaky, "steady": steady}) as app:
+    async with running_router(
+        TWO_OUTPUTS.replace("initial_backoff_s: 0.01", "initial_backoff_s: 0.2"), {"flaky": flaky, "steady": steady}
+    ) as app:
         app.pipeline.submit(alerts(1))
         async with asyncio.timeout(5):
             while (health := app.health.get("output.flaky")) is None or health.status != "failing":

@@ -29,7 +29,9 @@ def test_corpus_round_trip_keeps_falco_keys_and_types() -> None:
 
 
 def test_integer_past_two_to_the_64_kept_exact() -> None:
-    document = loads('{"rule":"r","priority":"Debug","time":"2023-11-14T22:13:20Z","output_fields":{"x":184467440737095516160}}')
+    document = loads(
+        '{"rule":"r","priority":"Debug","time":"2023-11-14T22:13:20Z","output_fields":{"x":184467440737095516160}}'
+    )
     assert document["output_fields"]["x"] == 184467440737095516160
     assert b'"x":184467440737095516160' in parse_alert(document).to_json()
 
@@ -63,8 +65,14 @@ def test_nulls_kept_as_json_null() -> None:
 
 @pytest.mark.parametrize(
     ("spelling", "expected"),
-    [("Informational", Priority.INFORMATIONAL), ("INFO", Priority.INFORMATIONAL), ("info", Priority.INFORMATIONAL),
-     ("Notice", Priority.NOTICE), ("NOTICE", Priority.NOTICE), ("emergency", Priority.EMERGENCY)],
+    [
+        ("Informational", Priority.INFORMATIONAL),
+        ("INFO", Priority.INFORMATIONAL),
+        ("info", Priority.INFORMATIONAL),
+        ("Notice", Priority.NOTICE),
+        ("NOTICE", Priority.NOTICE),
+        ("emergency", Priority.EMERGENCY),
+    ],
 )
 def test_priority_spellings(spelling: str, expected: Priority) -> None:
     event = parse_alert({"rule": "r", "priority": spelling, "time": "2023-11-14T22:13:20Z"})
@@ -115,7 +123,10 @@ def test_get_field_resolves_top_level_fields_and_enrichment() -> None:
         ({"rule": "r", "priority": "Debug"}, "time is missing"),
         ({"rule": "r", "priority": "Debug", "time": "yesterday"}, "is not an RFC 3339 timestamp"),
         ({"rule": "r", "priority": "Debug", "time": "2023-02-30T00:00:00Z"}, "is not a valid date"),
-        ({"rule": "r", "priority": "Debug", "time": "2023-11-14T22:13:20Z", "output_fields": []}, "output_fields is an array"),
+        (
+            {"rule": "r", "priority": "Debug", "time": "2023-11-14T22:13:20Z", "output_fields": []},
+            "output_fields is an array",
+        ),
         ({"rule": "r", "priority": "Debug", "time": "2023-11-14T22:13:20Z", "tags": "a"}, "tags is a string"),
         ({"rule": "r", "priority": "Debug", "time": "2023-11-14T22:13:20Z", "output": 1}, "output is a number"),
     ],

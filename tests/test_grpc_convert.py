@@ -151,8 +151,9 @@ def test_json_output_document_gives_typed_fields() -> None:
 def test_json_output_document_without_fields_uses_map() -> None:
     # Falco 0.41+ with json_include_output_fields_property: false leaves output_fields out of the document.
     message = _response(output_fields={"proc.pid": "42"})
-    message.output = dumps({"output": "text line", "priority": "Warning", "rule": "Some rule",
-                            "time": "2023-11-14T22:13:20.123456789Z"}).decode()
+    message.output = dumps(
+        {"output": "text line", "priority": "Warning", "rule": "Some rule", "time": "2023-11-14T22:13:20.123456789Z"}
+    ).decode()
     event = event_from_response(message)
     assert event.output_fields == {"proc.pid": 42}
     assert event.output == "text line"
@@ -234,7 +235,9 @@ def test_grpc_and_http_forms_normalise_alike(alert: dict[str, Any], extra_fields
 @settings(max_examples=200, deadline=None)
 @given(
     value=st.one_of(
-        st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
         st.floats(allow_nan=False, allow_infinity=False),
     )
 )

@@ -41,7 +41,7 @@ class CaptureOutput(Output):
 async def wait_until(condition: Callable[[], bool]) -> None:
     # Polling, because the conditions read metrics, health and the stand-in, which signal no event.
     async with asyncio.timeout(WAIT_LIMIT_S):
-        while not condition():  # noqa: ASYNC110
+        while not condition():
             await asyncio.sleep(0.02)
 
 

@@ -36,12 +36,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def post(http: aiohttp.ClientSession, app: RouterApp, body: bytes | io.BytesIO, path: str = "/") -> tuple[int, str]:
+async def post(
+    http: aiohttp.ClientSession, app: RouterApp, body: bytes | io.BytesIO, path: str = "/"
+) -> tuple[int, str]:
     async with http.post(base_url(app) + path, data=body, headers={"Content-Type": "application/json"}) as answer:
         return answer.status, await answer.text()
 
 
-async def test_alert_accepted_with_empty_body(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_alert_accepted_with_empty_body(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     status, text = await post(http, app, GOOD)
     assert status == 200
     assert text == ""
@@ -49,16 +53,22 @@ async def test_alert_accepted_with_empty_body(app: RouterApp, http: aiohttp.Clie
     assert delivered[0].rule == loads(GOOD)["rule"]
 
 
-async def test_every_corpus_alert_delivered_once(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_every_corpus_alert_delivered_once(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     for line in corpus_lines():
         status, _ = await post(http, app, line.encode())
         assert status == 200
     delivered = await collected.wait_for(40)
     assert len(delivered) == 40
-    assert [e.to_dict()["output_fields"] for e in delivered] == [loads(line).get("output_fields", {}) for line in corpus_lines()]
+    assert [e.to_dict()["output_fields"] for e in delivered] == [
+        loads(line).get("output_fields", {}) for line in corpus_lines()
+    ]
 
 
-async def test_any_path_accepted_like_falcosidekick(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_any_path_accepted_like_falcosidekick(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     status, _ = await post(http, app, GOOD, path="/falco/events")
     assert status == 200
     await collected.wait_for(1)
@@ -85,10 +95,20 @@ BAD_BODIES = [
     pytest.param(b'{"priority":"Warning","time":"2023-11-14T22:13:20Z"}', "rule is missing", id="missing-rule"),
     pytest.param(b'{"rule":"r","time":"2023-11-14T22:13:20Z"}', "priority is missing", id="missing-priority"),
     pytest.param(b'{"rule":"r","priority":"Warning"}', "time is missing", id="missing-time"),
-    pytest.param(b'{"rule":["r"],"priority":"Warning","time":"2023-11-14T22:13:20Z"}', "rule is an array", id="wrong-type"),
-    pytest.param(b'{"rule":"r","priority":"Warning","time":"2023-11-14T22:13:20Z","output_fields":"x"}', "output_fields is a string", id="fields-type"),
+    pytest.param(
+        b'{"rule":["r"],"priority":"Warning","time":"2023-11-14T22:13:20Z"}', "rule is an array", id="wrong-type"
+    ),
+    pytest.param(
+        b'{"rule":"r","priority":"Warning","time":"2023-11-14T22:13:20Z","output_fields":"x"}',
+        "output_fields is a string",
+        id="fields-type",
+    ),
     pytest.param(b"[]", "empty JSON array", id="empty-array"),
-    pytest.param(b'{"rule":"r","priority":"Warning","time":"2023-11-14T22:13:20Z"}\n{bad', "line 2 is not valid JSON", id="bad-json-line"),
+    pytest.param(
+        b'{"rule":"r","priority":"Warning","time":"2023-11-14T22:13:20Z"}\n{bad',
+        "line 2 is not valid JSON",
+        id="bad-json-line",
+    ),
 ]
 
 
@@ -106,7 +126,9 @@ async def test_bad_input_rejected_with_reason_and_counted(
     await collected.wait_for(1)
 
 
-async def test_bulk_with_one_bad_alert_queues_nothing(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_bulk_with_one_bad_alert_queues_nothing(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     body = b"[" + GOOD + b',{"rule":"r"}]'
     status, _ = await post(http, app, body)
     assert status == 400
@@ -115,7 +137,9 @@ async def test_bulk_with_one_bad_alert_queues_nothing(app: RouterApp, http: aioh
     assert len(collected.events) == 1
 
 
-async def test_ten_megabyte_body_rejected_with_413(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_ten_megabyte_body_rejected_with_413(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     document = loads(GOOD)
     document["output_fields"]["proc.cmdline"] = "A" * 10_000_000
     status, text = await post(http, app, io.BytesIO(orjson.dumps(document)))
@@ -126,7 +150,9 @@ async def test_ten_megabyte_body_rejected_with_413(app: RouterApp, http: aiohttp
     await collected.wait_for(1)
 
 
-async def test_invalid_utf8_repaired_flagged_and_counted(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_invalid_utf8_repaired_flagged_and_counted(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     document = loads(GOOD)
     document["output_fields"]["fd.name"] = "PLACEHOLDER"
     body = orjson.dumps(document).replace(b"PLACEHOLDER", b"/tmp/\xff\xfe.txt")
@@ -138,7 +164,9 @@ async def test_invalid_utf8_repaired_flagged_and_counted(app: RouterApp, http: a
     assert app.metrics.sample("alerts_repaired_total", reason="invalid_utf8") == 1
 
 
-async def test_unknown_priority_delivered_and_counted(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_unknown_priority_delivered_and_counted(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     verbose = next(r["event"] for r in cases("C03") if r["event"]["priority"] == "Verbose")
     assert (await post(http, app, orjson.dumps(verbose)))[0] == 200
     event = (await collected.wait_for(1))[0]
@@ -165,7 +193,9 @@ async def test_ping_answers_pong(app: RouterApp, http: aiohttp.ClientSession) ->
         assert await answer.text() == "pong\n"
 
 
-async def test_metrics_count_received_and_delivered(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_metrics_count_received_and_delivered(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     await post(http, app, GOOD)
     await collected.wait_for(1)
     async with http.get(base_url(app) + "/metrics") as answer:
@@ -174,7 +204,9 @@ async def test_metrics_count_received_and_delivered(app: RouterApp, http: aiohtt
     assert 'falco_router_output_delivered_total{output="collect"} 1.0' in text
 
 
-async def test_test_endpoint_sends_synthetic_alert(app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput) -> None:
+async def test_test_endpoint_sends_synthetic_alert(
+    app: RouterApp, http: aiohttp.ClientSession, collected: CollectingOutput
+) -> None:
     async with http.post(base_url(app) + "/test") as answer:
         assert answer.status == 200
     event = (await collected.wait_for(1))[0]

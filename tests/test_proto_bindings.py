@@ -38,16 +38,32 @@ def test_committed_bindings_are_current(tmp_path: Path) -> None:
 def test_response_field_numbers_match_falco() -> None:
     numbers = {field.name: field.number for field in outputs_pb2.response.DESCRIPTOR.fields}
     assert numbers == {
-        "time": 1, "priority": 2, "source_deprecated": 3, "rule": 4, "output": 5,
-        "output_fields": 6, "hostname": 7, "tags": 8, "source": 9,
+        "time": 1,
+        "priority": 2,
+        "source_deprecated": 3,
+        "rule": 4,
+        "output": 5,
+        "output_fields": 6,
+        "hostname": 7,
+        "tags": 8,
+        "source": 9,
     }
 
 
 def test_version_field_numbers_match_falco() -> None:
     numbers = {field.name: field.number for field in version_pb2.response.DESCRIPTOR.fields}
     assert numbers == {
-        "version": 1, "major": 2, "minor": 3, "patch": 4, "prerelease": 5, "build": 6, "engine_minor": 7,
-        "engine_fields_checksum": 8, "engine_major": 9, "engine_patch": 10, "engine_version": 11,
+        "version": 1,
+        "major": 2,
+        "minor": 3,
+        "patch": 4,
+        "prerelease": 5,
+        "build": 6,
+        "engine_minor": 7,
+        "engine_fields_checksum": 8,
+        "engine_major": 9,
+        "engine_patch": 10,
+        "engine_version": 11,
     }
 
 

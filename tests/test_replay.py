@@ -27,7 +27,10 @@ def replay(tmp_path: Path, source: Path) -> tuple[subprocess.CompletedProcess[st
     config.write_text(FILE_OUTPUT.format(path=out))
     result = subprocess.run(
         [sys.executable, "-m", "router", "replay", str(source), "--config", str(config)],
-        capture_output=True, text=True, timeout=120,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = out.read_text().splitlines() if out.exists() else []
     return result, [json.loads(line) for line in lines]
@@ -44,7 +47,11 @@ def test_replay_delivers_every_corpus_alert(tmp_path: Path) -> None:
 
 def test_replay_skips_falco_log_lines(tmp_path: Path) -> None:
     source = tmp_path / "falco.log"
-    source.write_text("Falco version: 0.43.0 (x86_64)\n" + corpus_lines()[0] + "\nLoading rules from file /etc/falco/falco_rules.yaml\n")
+    source.write_text(
+        "Falco version: 0.43.0 (x86_64)\n"
+        + corpus_lines()[0]
+        + "\nLoading rules from file /etc/falco/falco_rules.yaml\n"
+    )
     result, delivered = replay(tmp_path, source)
     assert result.returncode == 0, result.stderr
     assert len(delivered) == 1
@@ -62,7 +69,13 @@ def test_replay_reports_invalid_alert_and_fails(tmp_path: Path) -> None:
 
 def test_quickstart_routes_sample_alerts() -> None:
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "examples" / "quickstart.py")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "quickstart.py")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("HTTP 200") == 5
     assert "Terminal shell in container  uuid=" in result.stdout

@@ -291,9 +291,7 @@ async def test_permanent_failure_is_kept_as_dead_letter(tmp_path: Path) -> None:
     assert dead_letter_rows(tmp_path) == [("hook", event.id, "http_400")]
 
 
-async def test_cli_lists_and_requeues_dead_letters(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_cli_lists_and_requeues_dead_letters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     receiver = WebhookReceiver(statuses=[400, 400])
     await receiver.start()
     config = make_config(tmp_path / "spool", receiver.port)

@@ -41,7 +41,9 @@ class LogConfig(StrictModel):
     """The router's own logs (structured, one JSON object per line on stderr)."""
 
     level: str = Field(default="info", pattern="^(debug|info|warning|error)$", description="Lowest level written.")
-    format: str = Field(default="json", pattern="^(json|console)$", description="json for machines, console for people.")
+    format: str = Field(
+        default="json", pattern="^(json|console)$", description="json for machines, console for people."
+    )
 
 
 class RouterConfig(StrictModel):
@@ -72,7 +74,9 @@ class RouterConfig(StrictModel):
         seen: set[str] = set()
         for index, route in enumerate(self.routes):
             if route.name in seen:
-                problems.append(f"routes.{index}.name {route.name!r} is used by another route; route names must be unique")
+                problems.append(
+                    f"routes.{index}.name {route.name!r} is used by another route; route names must be unique"
+                )
             seen.add(route.name)
             for output in route.outputs:
                 if output not in self.outputs:
@@ -273,6 +277,7 @@ def _dangling_outputs(data: dict[str, Any], lines: dict[tuple[str, ...], int], f
     if not isinstance(outputs, dict) or not isinstance(routes, list):
         return []
     problems = []
+    defined = ", ".join(sorted(map(str, outputs)))
     for index, route in enumerate(routes):
         names = route.get("outputs") if isinstance(route, dict) else None
         if not isinstance(names, list):
@@ -283,7 +288,7 @@ def _dangling_outputs(data: dict[str, Any], lines: dict[tuple[str, ...], int], f
                 problems.append(
                     Problem(
                         path=".".join(path[:3]),
-                        message=f"names {name!r}, which is not an output; defined outputs: {', '.join(sorted(map(str, outputs)))}",
+                        message=f"names {name!r}, which is not an output; defined outputs: {defined}",
                         file=filename,
                         line=lines.get(path),
                     )

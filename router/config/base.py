@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,6 @@ class TlsClientConfig(StrictModel):
 
     def ssl_context(self) -> Any:
         """Build an ``ssl.SSLContext`` from these settings."""
-        import ssl
-
         context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         if not self.verify:
             context.check_hostname = False
@@ -100,8 +99,6 @@ class TlsServerConfig(StrictModel):
 
     def ssl_context(self) -> Any:
         """Build a server ``ssl.SSLContext``: TLS 1.2 at least, client certificates required when a CA is set."""
-        import ssl
-
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(str(self.cert_file), str(self.key_file))

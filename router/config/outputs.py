@@ -24,7 +24,9 @@ class RetryConfig(StrictModel):
 class QueueConfig(StrictModel):
     """The output's own queue, which lets a slow output fall behind without delaying the others."""
 
-    max_items: int = Field(default=100_000, ge=1, description="Alerts the queue holds before the overflow policy applies.")
+    max_items: int = Field(
+        default=100_000, ge=1, description="Alerts the queue holds before the overflow policy applies."
+    )
     max_bytes: int | None = Field(
         default=None,
         ge=1,
@@ -34,7 +36,9 @@ class QueueConfig(StrictModel):
     )
     overflow: Literal["drop_oldest", "reject"] = Field(
         default="drop_oldest",
-        description="drop_oldest: drop the oldest queued alert, counted and logged. reject: answer 503 so the sender retries.",
+        description=(
+            "drop_oldest: drop the oldest queued alert, counted and logged. reject: answer 503 so the sender retries."
+        ),
     )
 
 
@@ -79,7 +83,9 @@ class KafkaOutputConfig(_OutputBase):
     enable_idempotence: bool = Field(
         default=True, description="Idempotent producer (no duplicates from producer retries). Needs acks=all."
     )
-    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(default="none", description="Compression codec.")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="none", description="Compression codec."
+    )
     client_id: str = Field(default="falco-router", description="Kafka client id.")
     request_timeout_s: float = Field(
         default=10.0,

@@ -18,6 +18,7 @@ from router.outputs import output_class
 from router.policy.engine import PolicyEngine
 from router.routing import Router
 
+
 def notifying_outputs(config: RouterConfig) -> frozenset[str]:
     """Return the names of the outputs whose type notifies people (Slack, webhooks)."""
     return frozenset(name for name, output in config.outputs.items() if output_class(output.type).notifies)

@@ -246,9 +246,7 @@ class GrpcIngest:
         self.connected = False
         self._failed_attempts += 1
         self.metrics.ingest_connected.labels(TRANSPORT).set(0)
-        self.health.set(
-            COMPONENT, "degraded", reason=ended.reason, address=self.config.address, error=str(ended)
-        )
+        self.health.set(COMPONENT, "degraded", reason=ended.reason, address=self.config.address, error=str(ended))
 
         if ended.reason == "unimplemented":
             self._log_unavailable(ended)

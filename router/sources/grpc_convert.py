@@ -118,8 +118,8 @@ def event_from_response(message: outputs_pb2.response) -> Event:
         embedded = parse_alert(document, transport=TRANSPORT)
         event.output = embedded.output
         # Falco 0.41+ can leave output_fields out of the JSON document; the map still has them.
-        event.output_fields = embedded.output_fields if "output_fields" in document else typed_fields(
-            message.output_fields
+        event.output_fields = (
+            embedded.output_fields if "output_fields" in document else typed_fields(message.output_fields)
         )
         event.extra = embedded.extra
     return event

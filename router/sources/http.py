@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from router.config.ingest import split_address
 from router.event import FLAG_UTF8_REPAIRED, Event, InvalidAlert, parse_alert
 from router.logs import get_logger
 from router.pipeline import Backpressure
@@ -52,8 +53,6 @@ class HttpIngest:
 
     async def start(self) -> None:
         """Start listening; raises ``OSError`` when the address is taken."""
-        from router.config.ingest import split_address
-
         host, port = split_address(self.config.listen)
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self._runner.setup()

@@ -36,7 +36,7 @@ async def eventually(condition: Callable[[], bool], what: str, limit_s: float = 
     """
     try:
         async with asyncio.timeout(limit_s):
-            while not condition():  # noqa: ASYNC110 - polls state of components that signal no event
+            while not condition():
                 await asyncio.sleep(0.005)
     except TimeoutError:
         pytest.fail(f"never became true: {what}")

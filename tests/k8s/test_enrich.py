@@ -262,9 +262,7 @@ async def test_node_mode_watches_only_this_node(fake: FakeKube, enrichment: Fact
     assert fake.requests[0].query["fieldSelector"] == "spec.nodeName=host-a"
 
 
-async def test_node_name_from_environment(
-    fake: FakeKube, enrichment: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_node_name_from_environment(fake: FakeKube, enrichment: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NODE_NAME", "host-b")
 
     k8s = await enrichment()

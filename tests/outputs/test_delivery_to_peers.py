@@ -99,9 +99,7 @@ async def test_null_values_reach_kafka_and_slack(
     assert slack_field(posted, "proc.pname") == ["`&lt;NA&gt;`"]
 
 
-async def test_slack_fields_once_ints_decimal(
-    router: RouterApp, post_alert: Post, slack_server: SlackServer
-) -> None:
+async def test_slack_fields_once_ints_decimal(router: RouterApp, post_alert: Post, slack_server: SlackServer) -> None:
     event = cases("C02")[0]["event"]
     await deliver(router, post_alert, [json.dumps(event)])
 

@@ -326,9 +326,7 @@ async def test_kafka_gzip_round_trip(tansu: TansuBroker) -> None:
 
 @pytest.mark.skipif(has_zstd(), reason="the zstd codec is installed here")
 async def test_kafka_missing_codec_fails_start() -> None:
-    output = make_output(
-        "audit", "    type: kafka\n    brokers: [\"127.0.0.1:9\"]\n    topic: t\n    compression: zstd"
-    )
+    output = make_output("audit", '    type: kafka\n    brokers: ["127.0.0.1:9"]\n    topic: t\n    compression: zstd')
 
     with pytest.raises(OutputStartError, match="compression zstd needs a codec library"):
         await output.start()

@@ -32,4 +32,3 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-

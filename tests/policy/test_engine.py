@@ -114,7 +114,7 @@ async def test_watcher_reloads_changed_file(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         path.write_text(GOOD.replace("proc.name == sh", "proc.name == zsh") + "\n")
         async with asyncio.timeout(5):
-            while engine.policy.digest == old_digest:  # noqa: ASYNC110 - the engine has no change event to await
+            while engine.policy.digest == old_digest:
                 await asyncio.sleep(0.01)
     finally:
         task.cancel()

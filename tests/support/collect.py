@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from router.event import Event
+from router.event import Event, loads
 from router.outputs.base import DeliveryError, Output
 
 
@@ -40,6 +40,4 @@ class CollectingOutput(Output):
 
     def dicts(self) -> list[dict[str, Any]]:
         """Return the delivered alerts as outgoing JSON documents."""
-        from router.event import loads
-
         return [loads(e.to_json()) for e in self.events]
