@@ -32,6 +32,7 @@ lint: $(STAMP)
 generate: $(STAMP)
 	$(BIN)/python docs/gen_settings.py
 	$(BIN)/python docs/gen_output_tables.py
+	$(BIN)/python docs/gen_telemetry.py
 	$(BIN)/python helm/gen_schema.py
 	$(BIN)/python helm/gen_falco_values.py
 
