@@ -18,6 +18,10 @@ ID_HEADER: Final = "falco-router-id"
 RULE_HEADER: Final = "rule"
 PRIORITY_HEADER: Final = "priority"
 SOURCE_HEADER: Final = "source"
+K8S_NAMESPACE_HEADER: Final = "k8s.namespace"
+K8S_POD_HEADER: Final = "k8s.pod"
+K8S_OWNER_HEADER: Final = "k8s.owner"
+"""Kubernetes enrichment in headers (when known), so consumers can filter by workload without parsing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,4 +58,19 @@ def build_record(event: Event, key_field: str | None) -> KafkaRecord:
     if event.source is not None:
         headers.append((SOURCE_HEADER, event.source.encode("utf-8")))
     headers.append((ID_HEADER, event.id.encode("utf-8")))
+    headers.extend(_k8s_headers(event.enrichment.get("k8s")))
     return KafkaRecord(key=record_key(event, key_field), value=event.to_json(), headers=headers)
+
+
+def _k8s_headers(k8s: Any) -> list[tuple[str, bytes]]:
+    if not isinstance(k8s, dict):
+        return []
+    headers = []
+    if k8s.get("namespace"):
+        headers.append((K8S_NAMESPACE_HEADER, str(k8s["namespace"]).encode("utf-8")))
+    if k8s.get("pod"):
+        headers.append((K8S_POD_HEADER, str(k8s["pod"]).encode("utf-8")))
+    owner = k8s.get("owner")
+    if isinstance(owner, dict) and owner.get("kind"):
+        headers.append((K8S_OWNER_HEADER, f"{owner['kind']}/{owner.get('name')}".encode()))
+    return headers

@@ -120,10 +120,36 @@ def _value_caps(lengths: list[int], budget: int) -> int | None:
     return low
 
 
+def k8s_rows(k8s: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return readable rows for the Kubernetes enrichment: workload, owner, node, image, labels, status."""
+    rows: list[tuple[str, str]] = []
+    if k8s.get("pod"):
+        rows.append(("k8s.pod", f"{k8s.get('namespace')}/{k8s['pod']}"))
+    elif k8s.get("namespace"):
+        rows.append(("k8s.namespace", str(k8s["namespace"])))
+    owner = k8s.get("owner")
+    if isinstance(owner, dict) and owner.get("kind"):
+        rows.append(("k8s.owner", f"{owner['kind']}/{owner.get('name')}"))
+    for key in ("node", "image", "service_account"):
+        if k8s.get(key):
+            rows.append((f"k8s.{key}", str(k8s[key])))
+    labels = k8s.get("labels")
+    if isinstance(labels, dict) and labels:
+        rows.append(("k8s.labels", ", ".join(f"{k}={v}" for k, v in labels.items())))
+    status = k8s.get("status")
+    if status not in (None, "hit") or k8s.get("pod_deleted"):
+        rows.append(("k8s.status", "deleted" if k8s.get("pod_deleted") else str(status)))
+    return rows
+
+
 def _fields(event: Event) -> list[tuple[str, str]]:
-    """Return (label, raw value text) of every output field, then of each top-level enrichment key."""
+    """Return (label, raw value text) of every output field, then of the router's enrichment."""
     rows = [(name, value_text(value)) for name, value in event.output_fields.items()]
-    rows.extend((f"enrichment.{name}", value_text(value)) for name, value in event.enrichment.items())
+    for name, value in event.enrichment.items():
+        if name == "k8s" and isinstance(value, dict):
+            rows.extend(k8s_rows(value))
+        else:
+            rows.append((f"enrichment.{name}", value_text(value)))
     return rows
 
 

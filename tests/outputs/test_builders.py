@@ -116,13 +116,57 @@ def test_slack_message_whole_value() -> None:
     }
 
 
-def test_slack_enrichment_shown_as_json() -> None:
+def test_slack_k8s_enrichment_shown_as_readable_rows() -> None:
     event = alert()
-    event.enrichment["k8s"] = {"pod": "pod-a", "labels": {"app": "<x>"}}
+    event.enrichment["k8s"] = {
+        "status": "hit",
+        "namespace": "shop",
+        "pod": "web-7f9c",
+        "owner": {"kind": "Deployment", "name": "web"},
+        "node": "node-1",
+        "image": "registry.example/web:1.2",
+        "labels": {"app": "<x>", "team": "payments"},
+        "pod_deleted": False,
+    }
 
     fields = build_message(event, SlackOptions())["attachments"][0]["blocks"][1]["fields"]
 
-    assert fields[-1]["text"] == '*enrichment.k8s*\n`{"pod":"pod-a","labels":{"app":"&lt;x&gt;"}}`'
+    assert [f["text"] for f in fields[-5:]] == [
+        "*k8s.pod*\n`shop/web-7f9c`",
+        "*k8s.owner*\n`Deployment/web`",
+        "*k8s.node*\n`node-1`",
+        "*k8s.image*\n`registry.example/web:1.2`",
+        "*k8s.labels*\n`app=&lt;x&gt;, team=payments`",
+    ]
+
+
+def test_slack_k8s_deleted_pod_says_so() -> None:
+    event = alert()
+    event.enrichment["k8s"] = {"status": "deleted", "namespace": "ns-batch", "pod": "job-a", "pod_deleted": True}
+
+    fields = build_message(event, SlackOptions())["attachments"][0]["blocks"][1]["fields"]
+
+    assert fields[-1]["text"] == "*k8s.status*\n`deleted`"
+
+
+def test_slack_other_enrichment_shown_as_json() -> None:
+    event = alert()
+    event.enrichment["cloud"] = {"region": "<eu>"}
+
+    fields = build_message(event, SlackOptions())["attachments"][0]["blocks"][1]["fields"]
+
+    assert fields[-1]["text"] == '*enrichment.cloud*\n`{"region":"&lt;eu&gt;"}`'
+
+
+def test_kafka_record_carries_k8s_headers() -> None:
+    event = alert()
+    event.enrichment["k8s"] = {"namespace": "shop", "pod": "web-7f9c", "owner": {"kind": "Deployment", "name": "web"}}
+
+    headers = dict(build_record(event, "hostname").headers)
+
+    assert headers["k8s.namespace"] == b"shop"
+    assert headers["k8s.pod"] == b"web-7f9c"
+    assert headers["k8s.owner"] == b"Deployment/web"
 
 
 def test_slack_backtick_cannot_close_code_span() -> None:
