@@ -54,8 +54,9 @@ class OutputWorker:
         # Labelled children looked up once: per-alert .labels() calls cost more than the update itself.
         self._delivered_total = metrics.delivered.labels(output.name)
         self._latency = metrics.delivery_latency.labels(output.name)
-        self._queue_depth = metrics.queue_depth.labels(output.name)
-        self._oldest_age = metrics.oldest_age.labels(output.name)
+        # Read at scrape time, so the gauges stay current while the loop sleeps in a backoff.
+        metrics.queue_depth.labels(output.name).set_function(queue.depth)
+        metrics.oldest_age.labels(output.name).set_function(self._oldest_age_s)
 
     @property
     def _component(self) -> str:
@@ -66,7 +67,6 @@ class OutputWorker:
         while True:
             batch = await self.queue.get_batch(self.output.max_batch)
             await self._deliver(batch)
-            self._update_gauges()
 
     def _set_breaker(self, state: str) -> None:
         for name in BREAKER_STATES:
@@ -81,12 +81,17 @@ class OutputWorker:
             finished: list[Delivery] = []
             retry: list[Delivery] = []
             retry_after = 0.0
+            delivered = 0
+            last_error: DeliveryError | None = None
             for delivery, error in zip(pending, results, strict=True):
                 delivery.attempts += 1
                 if error is None:
                     self._delivered(delivery)
                     finished.append(delivery)
-                elif not error.retriable:
+                    delivered += 1
+                    continue
+                last_error = error
+                if not error.retriable:
                     self._give_up(delivery, error.reason, error)
                     finished.append(delivery)
                 elif self._exhausted(delivery):
@@ -99,17 +104,17 @@ class OutputWorker:
                     self.metrics.retries.labels(self.output.name, error.reason).inc()
             self.queue.done(finished)
             if not retry:
-                if self._failures:
-                    self.log.info("output_recovered", after_failures=self._failures)
-                self._failures = 0
-                self._set_breaker("closed")
-                self.health.set(self._component, "ok", breaker="closed")
-                self.metrics.output_up.labels(self.output.name).set(1)
+                if delivered or last_error is None:
+                    self._recovered()
+                    return
+                # Every alert of the batch was given up on, so the output still fails. The failure count is
+                # kept, so the next alert starts at the current backoff rather than from the beginning.
+                self._still_failing(last_error)
+                if last_error.retriable:
+                    await asyncio.sleep(self._next_delay(0.0))
                 return
             self.queue.retrying(retry)
-            self._failures += 1
-            delay = backoff_delay(self._failures, self.retry.initial_backoff_s, self.retry.max_backoff_s, self._rng)
-            delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+            delay = self._next_delay(retry_after)
             first = retry[0]
             self.log.warning(
                 "delivery_retry",
@@ -122,9 +127,26 @@ class OutputWorker:
             self._set_breaker("open")
             self.health.set(self._component, "failing", first.last_reason, retry_in_s=round(delay, 3), breaker="open")
             self.metrics.output_up.labels(self.output.name).set(0)
-            self._update_gauges()
             await asyncio.sleep(delay)
             pending = retry
+
+    def _next_delay(self, retry_after: float) -> float:
+        self._failures += 1
+        delay = backoff_delay(self._failures, self.retry.initial_backoff_s, self.retry.max_backoff_s, self._rng)
+        return max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+
+    def _recovered(self) -> None:
+        if self._failures:
+            self.log.info("output_recovered", after_failures=self._failures)
+        self._failures = 0
+        self._set_breaker("closed")
+        self.health.set(self._component, "ok", breaker="closed")
+        self.metrics.output_up.labels(self.output.name).set(1)
+
+    def _still_failing(self, error: DeliveryError) -> None:
+        self._set_breaker("open")
+        self.health.set(self._component, "failing", error.reason, breaker="open")
+        self.metrics.output_up.labels(self.output.name).set(0)
 
     async def _attempt(self, pending: list[Delivery]) -> list[DeliveryError | None]:
         events = [d.event for d in pending]
@@ -155,8 +177,6 @@ class OutputWorker:
             rule=delivery.event.rule,
         )
 
-    def _update_gauges(self) -> None:
-        self._queue_depth.set(self.queue.depth())
+    def _oldest_age_s(self) -> float:
         oldest = self.queue.oldest_ns()
-        age = (time.time_ns() - oldest) / 1e9 if oldest else 0.0
-        self._oldest_age.set(max(age, 0.0))
+        return max((time.time_ns() - oldest) / 1e9, 0.0) if oldest else 0.0

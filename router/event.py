@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import os
 import re
 import threading
@@ -188,14 +189,29 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:
         # orjson rejects integers outside the 64-bit range; the standard library writes them exactly.
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is too large for a double")
+    return value
 
 
 def loads(body: bytes | str) -> Any:
-    """Parse JSON, keeping integers of any size exact (see ``_LONG_DIGITS``)."""
+    """Parse JSON, keeping integers of any size exact (see ``_LONG_DIGITS``).
+
+    Both parsers reject NaN, Infinity and numbers that overflow a double, as strict JSON requires, so
+    nothing the router accepts makes its outputs write JSON that strict consumers reject.
+    """
     raw = body.encode() if isinstance(body, str) else body
     if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZEROS):
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     return orjson.loads(raw)
 
 

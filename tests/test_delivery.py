@@ -122,3 +122,56 @@ async def test_health_reports_failing_output_then_recovers() -> None:
         assert app.health.status == "degraded"
         await flaky.wait_for(1)
         assert app.health.get("output.flaky").status == "ok"  # type: ignore[union-attr]
+
+
+async def test_batch_given_up_keeps_output_failing() -> None:
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.extend([PermanentError("invalid_auth", "token revoked")] * 2)
+    async with running_router(TWO_OUTPUTS, {"flaky": flaky, "steady": steady}) as app:
+        with capture_logs() as logs:
+            app.pipeline.submit(alerts(1))
+            await steady.wait_for(1)
+            async with asyncio.timeout(5):
+                while app.metrics.sample_sum("output_lost_total", output="flaky") < 1:
+                    await asyncio.sleep(0.005)
+            health = app.health.get("output.flaky")
+            assert health is not None
+            assert health.status == "failing"
+            assert health.reason == "invalid_auth"
+            assert app.metrics.sample("output_up", output="flaky") == 0
+            app.pipeline.submit(alerts(1))
+            async with asyncio.timeout(5):
+                while app.metrics.sample_sum("output_lost_total", output="flaky") < 2:
+                    await asyncio.sleep(0.005)
+            assert app.health.get("output.flaky").status == "failing"  # type: ignore[union-attr]
+            app.pipeline.submit(alerts(1))
+            await flaky.wait_for(1)
+    assert app.health.get("output.flaky").status == "ok"  # type: ignore[union-attr]
+    assert [entry["event"] for entry in logs].count("output_recovered") == 0
+
+
+async def test_default_retry_outlasts_long_outage() -> None:
+    config = TWO_OUTPUTS.replace(", max_attempts: 4", "")
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.extend([RetriableError("http_503")] * 60)
+    async with running_router(config, {"flaky": flaky, "steady": steady}) as app:
+        event = alerts(1)[0]
+        app.pipeline.submit([event])
+        await flaky.wait_for(1, timeout_s=30)
+    assert [e.id for e in flaky.events] == [event.id]
+    assert app.metrics.sample_sum("output_lost_total", output="flaky") == 0
+
+
+async def test_queue_depth_gauge_current_during_backoff() -> None:
+    config = TWO_OUTPUTS.replace(
+        "initial_backoff_s: 0.01, max_backoff_s: 0.05", "initial_backoff_s: 5, max_backoff_s: 5"
+    )
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.append(RetriableError("http_503"))
+    async with running_router(config, {"flaky": flaky, "steady": steady}) as app:
+        app.pipeline.submit(alerts(1))
+        await steady.wait_for(1)
+        app.pipeline.submit(alerts(30))
+        await steady.wait_for(31)
+        assert app.metrics.sample("output_queue_depth", output="flaky") == 31
+        assert app.metrics.sample("output_oldest_undelivered_seconds", output="flaky") > 0

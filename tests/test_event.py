@@ -158,3 +158,13 @@ def test_upstream_uuid_kept_beside_our_id() -> None:
     assert out["uuid"] != "upstream-id"
     assert out["router"]["upstream_uuid"] == "upstream-id"
     assert out["message"] == "A shell was spawned"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize("long_integer", [False, True], ids=["orjson", "stdlib"])
+def test_non_finite_numbers_rejected(constant: str, long_integer: bool) -> None:
+    # A 20-digit integer elsewhere in the body switches to the standard library parser.
+    extra = ',"big":123456789012345678901234' if long_integer else ""
+    body = f'{{"rule":"r","priority":"Debug","time":"2023-11-14T22:13:20Z","output_fields":{{"c":{constant}{extra}}}}}'
+    with pytest.raises(ValueError):
+        loads(body)

@@ -92,6 +92,7 @@ BAD_BODIES = [
     pytest.param(b"{not json", "body is not valid JSON", id="invalid-json"),
     pytest.param(b"", "body is empty", id="empty"),
     pytest.param(b"22:13:20.123: Warning text alert", "set json_output: true", id="text-output"),
+    pytest.param(b'"hello"', "body is not a JSON object or array", id="json-string"),
     pytest.param(b'{"priority":"Warning","time":"2023-11-14T22:13:20Z"}', "rule is missing", id="missing-rule"),
     pytest.param(b'{"rule":"r","time":"2023-11-14T22:13:20Z"}', "priority is missing", id="missing-priority"),
     pytest.param(b'{"rule":"r","priority":"Warning"}', "time is missing", id="missing-time"),
@@ -230,3 +231,22 @@ async def test_rejected_alert_logged_at_debug_without_body(app: RouterApp, http:
     assert len(rejected) == 1
     assert rejected[0]["log_level"] == "debug"
     assert rejected[0]["reason"] == "invalid"
+
+
+async def test_test_alert_reaches_output_outside_routes(http: aiohttp.ClientSession) -> None:
+    config = ONE_OUTPUT.replace("    outputs: [collect]", "    min_priority: critical\n    outputs: [collect]")
+    collected = CollectingOutput()
+    async with running_router(config, {"collect": collected}) as app:
+        async with http.post(base_url(app) + "/test") as answer:
+            assert answer.status == 200
+        event = (await collected.wait_for(1))[0]
+    assert event.priority_name == "Debug"
+    assert loads(event.to_json())["router"]["test"] is True
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/ping", "/metrics"])
+async def test_post_to_service_path_rejected(app: RouterApp, http: aiohttp.ClientSession, path: str) -> None:
+    status, text = await post(http, app, GOOD, path=path)
+    assert status == 405
+    assert "post alerts to /" in text
+    assert app.metrics.sample("alerts_rejected_total", transport="http", reason="wrong_path") == 1

@@ -15,7 +15,14 @@ class RetryConfig(StrictModel):
 
     initial_backoff_s: float = Field(default=0.5, gt=0, description="Delay before the first retry.")
     max_backoff_s: float = Field(default=30.0, gt=0, description="Cap on the delay between two attempts.")
-    max_attempts: int = Field(default=10, ge=1, description="Attempts per alert, the first one included.")
+    max_attempts: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Attempts per alert, the first one included. With the default backoff, 100 attempts span 24 to 47"
+            " minutes (jitter), so an outage of several minutes loses nothing."
+        ),
+    )
     max_age_s: float = Field(
         default=3600.0, gt=0, description="An alert still undelivered this long after it arrived is dead-lettered."
     )

@@ -40,7 +40,9 @@ def decode_body(body: bytes) -> DecodedBody:
             repairs.append(REPAIR_INVALID_UTF8)
 
     if stripped[:1] not in (b"{", b"["):
-        raise InvalidAlert("body is not JSON: Falco must send JSON alerts (set json_output: true in falco.yaml)")
+        raise InvalidAlert(
+            "body is not a JSON object or array: Falco must send JSON alerts (set json_output: true in falco.yaml)"
+        )
     try:
         document = loads(stripped)
     except (orjson.JSONDecodeError, ValueError) as whole_error:

@@ -48,6 +48,9 @@ class HttpIngest:
         app.router.add_get("/ping", self.ping)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_post("/test", self.test_alert)
+        # Any other path takes alerts, as falcosidekick does, but the service paths are GET only.
+        for path in ("/healthz", "/readyz", "/ping", "/metrics"):
+            app.router.add_post(path, self.not_an_ingest_path)
         app.router.add_post("/{path:.*}", self.receive)
         return app
 
@@ -88,11 +91,18 @@ class HttpIngest:
                 event.flags.append(FLAG_UTF8_REPAIRED)
         return await self._accept(events)
 
-    async def test_alert(self, _request: web.Request) -> web.Response:
-        """Queue a synthetic alert so an operator can check the outputs end to end.
+    async def not_an_ingest_path(self, request: web.Request) -> web.Response:
+        """Refuse alerts posted to a service path, which is a sender misconfiguration."""
+        self.metrics.alerts_rejected.labels(TRANSPORT, "wrong_path").inc()
+        return web.Response(
+            status=405, text=f"{request.path} takes GET only; post alerts to /\n", headers={"Allow": "GET"}
+        )
 
-        Its source is ``falco_router``, not ``internal``: it is no Falco health alert, so the
-        routes that exclude Falco's internal alerts still route it.
+    async def test_alert(self, _request: web.Request) -> web.Response:
+        """Queue a synthetic alert that goes to every output, so an operator can check them end to end.
+
+        Routes and policy do not apply to it (falcosidekick's test alert also bypasses its minimum
+        priority), so a Debug alert still reaches an output whose routes start at warning.
         """
         now_ns = time.time_ns()
         seconds, nanos = divmod(now_ns, 1_000_000_000)
@@ -109,6 +119,7 @@ class HttpIngest:
             },
             transport=TRANSPORT,
         )
+        event.annotations["test"] = True
         return await self._accept([event])
 
     async def _accept(self, events: list[Event]) -> web.Response:
