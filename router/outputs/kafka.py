@@ -101,8 +101,16 @@ class KafkaOutput(Output):
         super().__init__(name, config)
         self.config: KafkaOutputConfig = config
         self._producer: AIOKafkaProducer | None = None
+        self._options: dict[str, Any] = {}
 
     async def start(self) -> None:
+        """Check the settings and connect; an unreachable broker is an outage, not a start-up error.
+
+        Missing secrets, unreadable TLS files, a missing codec and rejected credentials stop the router,
+        because no retry can fix them. A broker that does not answer yet (a node reboot, a rolling
+        restart) only delays this output: its alerts wait in its queue, the delivery loop retries the
+        connection, and the other outputs start and deliver meanwhile.
+        """
         try:
             options = producer_options(self.config)
         except LookupError as exc:
@@ -116,19 +124,31 @@ class KafkaOutput(Output):
                 f"compression {self.config.compression} needs a codec library that is not installed: "
                 "install aiokafka's extra for it, or set compression to gzip or none"
             )
+        self._options = options
         try:
-            producer = AIOKafkaProducer(**options)
+            await self._connect()
+        except PermanentError as exc:
+            raise OutputStartError(str(exc)) from exc
+        except RetriableError:
+            self._producer = None
+
+    async def _connect(self) -> None:
+        """Create and start the producer; raise a delivery error saying why it could not connect."""
+        try:
+            producer = AIOKafkaProducer(**self._options)
         except (KafkaError, ValueError, RuntimeError) as exc:
-            raise OutputStartError(f"invalid producer settings: {exc}") from exc
+            raise PermanentError("invalid_settings", f"invalid producer settings: {exc}") from exc
+        brokers = ",".join(self.config.brokers)
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 await producer.start()
+        except _AUTH_ERRORS as exc:
+            await self._stop_bounded(producer)
+            raise PermanentError("auth_failed", f"the Kafka brokers {brokers} rejected the credentials") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             await self._stop_bounded(producer)
-            brokers = ",".join(self.config.brokers)
-            raise OutputStartError(
-                f"cannot connect to the Kafka brokers {brokers}: {type(exc).__name__} {exc}".rstrip()
-            ) from exc
+            detail = f"cannot connect to the Kafka brokers {brokers}: {type(exc).__name__} {exc}".rstrip()
+            raise RetriableError("broker_unavailable", detail) from exc
         self._producer = producer
 
     async def send(self, event: Event) -> None:
@@ -143,7 +163,12 @@ class KafkaOutput(Output):
         they are written in order. When one of them fails, the later ones of the same partition are reported
         failed too, so that the retry writes them again after it rather than leaving them before it.
         """
-        assert self._producer is not None, "start() was not called"
+        if self._producer is None:
+            try:
+                await self._connect()
+            except DeliveryError as exc:
+                return [exc] * len(events)
+        assert self._producer is not None
         results: list[DeliveryError | None] = [None] * len(events)
         futures: dict[int, asyncio.Future[Any]] = {}
         try:

@@ -34,9 +34,13 @@ FALLBACK_TEXT_MAX: Final = 4000
 TITLE_VALUE_MAX: Final = 300
 """Escaped characters of the rule name shown in the title."""
 CONTEXT_VALUE_MAX: Final = 200
+"""Escaped characters of each of hostname, source, tags and time."""
+OUTPUT_TEXT_MAX: Final = 1000
+"""Escaped characters of Falco's output sentence shown under the title."""
 DEDUP_SUMMARY_MAX: Final = 1500
 DEDUP_VALUE_MAX: Final = 300
-"""Escaped characters of each of hostname, source, tags and time."""
+FIELD_VALUE_MIN: Final = 24
+"""Characters each field value keeps at least; fields that would get less are left out and counted."""
 
 NULL_TEXT: Final = "<NA>"
 """Text shown for a JSON null: Falco's own spelling of a value it could not resolve."""
@@ -54,7 +58,14 @@ COLORS: Final[dict[Priority | None, str]] = {
 }
 """Colour bar per priority; None is an unknown priority spelling."""
 
-_ESCAPES: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_ESCAPES: Final = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    # Bidirectional overrides would make a value read differently from what it is, so they are shown
+    # as their code point instead.
+    **{chr(c): f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)},
+}
 _BACKTICK_LOOKALIKE: Final = "\u02cb"
 
 
@@ -69,8 +80,8 @@ class SlackOptions:
 
 
 def escape(text: str) -> str:
-    """Return ``text`` with Slack's three control characters escaped (``&``, ``<``, ``>``)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Return ``text`` with ``&``, ``<``, ``>`` and bidirectional overrides escaped for Slack."""
+    return "".join(_escaped_units(text))
 
 
 def value_text(value: Any) -> str:
@@ -99,6 +110,11 @@ def truncate_escaped(text: str, max_chars: int) -> str:
     if max_chars < longest_marker:
         return f"…truncated ({len(units)} chars)"[:max_chars]
     return "".join(units[:kept]) + f"…truncated ({len(units) - kept} chars)"
+
+
+def code_block(escaped: str) -> str:
+    """Return already escaped text as an mrkdwn code block, with backticks replaced by a look-alike."""
+    return "```" + escaped.replace("`", _BACKTICK_LOOKALIKE) + "```"
 
 
 def code_span(escaped: str) -> str:
@@ -153,9 +169,34 @@ def _fields(event: Event) -> list[tuple[str, str]]:
     return rows
 
 
+def _rows_that_fit(labels: list[str], budget: int, max_rows: int) -> int:
+    """Return how many rows fit ``budget`` with at least FIELD_VALUE_MIN characters per value.
+
+    When some rows are left out, room is kept for the section that says how many.
+    """
+    count = min(len(labels), max_rows)
+    marker_room = len("…99999 more fields not shown")
+    while count:
+        reserve = marker_room if count < len(labels) else 0
+        needed = sum(len(label) + 2 + FIELD_VALUE_MIN for label in labels[:count])
+        if needed <= budget - reserve:
+            break
+        count -= 1
+    return count
+
+
 def _field_blocks(rows: list[tuple[str, str]], budget: int, max_blocks: int) -> list[dict[str, Any]]:
-    """Return section blocks of up to 10 fields each, every value escaped, in a code span and within limits."""
+    """Return section blocks of up to 10 fields each, every value escaped, in a code span and within limits.
+
+    Alerts with more fields than fit the block or text limits show the first ones and say how many were
+    left out, rather than shrinking every value to nothing.
+    """
     labels = [f"*{truncate_escaped(name, 200)}*\n" for name, _ in rows]
+    shown = _rows_that_fit(labels, budget, (max_blocks - 1) * FIELDS_PER_SECTION)
+    hidden = len(rows) - shown
+    if hidden:
+        budget -= len(f"…{hidden} more fields not shown")
+    rows, labels = rows[:shown], labels[:shown]
     # Two characters per value for the backticks of its code span.
     overhead = sum(len(label) + 2 for label in labels)
     value_budget = max(budget - overhead, 0)
@@ -169,12 +210,10 @@ def _field_blocks(rows: list[tuple[str, str]], budget: int, max_blocks: int) -> 
         texts.append(label + code_span(truncate_escaped(raw, max(limit, 0))))
     blocks: list[dict[str, Any]] = []
     for start in range(0, len(texts), FIELDS_PER_SECTION):
-        if len(blocks) == max_blocks - 1 and start + FIELDS_PER_SECTION < len(texts):
-            hidden = len(texts) - start
-            blocks.append(_section(f"…{hidden} more fields not shown"))
-            break
         chunk = texts[start : start + FIELDS_PER_SECTION]
         blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": t} for t in chunk]})
+    if hidden:
+        blocks.append(_section(f"…{hidden} more fields not shown"))
     return blocks
 
 
@@ -190,6 +229,8 @@ def _context_parts(event: Event) -> Iterable[str]:
     if event.tags:
         yield "tags " + code_span(truncate_escaped(", ".join(event.tags), CONTEXT_VALUE_MAX))
     yield "time " + code_span(truncate_escaped(event.time_raw, CONTEXT_VALUE_MAX))
+    # The alert id, also in Kafka and webhook bodies as uuid, lets an analyst find the same alert there.
+    yield "id " + code_span(truncate_escaped(event.id, CONTEXT_VALUE_MAX))
 
 
 def title_text(event: Event, mention: str | None) -> str:
@@ -233,7 +274,8 @@ def dedup_summary_text(dedup: dict[str, Any]) -> str:
 def build_message(event: Event, options: SlackOptions) -> dict[str, Any]:
     """Return the chat.postMessage (or incoming webhook) payload of one alert.
 
-    A dedup update (``router.dedup.role == "update"``) also carries a summary section after the title.
+    Under the title come the dedup summary of an update (``router.dedup.role == "update"``) and Falco's
+    output sentence, then the fields and a context line.
     """
     title = _section(title_text(event, options.mention))
     context_text = " · ".join(_context_parts(event))
@@ -242,6 +284,10 @@ def build_message(event: Event, options: SlackOptions) -> dict[str, Any]:
     dedup = event.annotations.get("dedup")
     if isinstance(dedup, dict) and dedup.get("role") == "update":
         head.append(_section(dedup_summary_text(dedup)))
+    if event.output:
+        # Falco's own sentence about the alert; for internal alerts such as a hot restart failure it is
+        # the only place the reason is given.
+        head.append(_section(code_block(truncate_escaped(event.output, OUTPUT_TEXT_MAX))))
     used = sum(len(block["text"]["text"]) for block in head) + len(context_text)
     fields = _field_blocks(_fields(event), TOTAL_TEXT_MAX - used, BLOCKS_MAX - 1 - len(head))
     blocks = [*head, *fields, context]

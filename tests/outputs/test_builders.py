@@ -77,6 +77,12 @@ def test_kafka_record_without_source_has_no_source_header() -> None:
     assert names == ["rule", "priority", "falco-router-id"]
 
 
+def field_texts(message: dict) -> list[dict]:
+    """Return the field entries of every section of a Slack message, in order."""
+    blocks = message["attachments"][0]["blocks"]
+    return [field for block in blocks for field in block.get("fields", [])]
+
+
 def test_slack_message_whole_value() -> None:
     message = build_message(alert(), SlackOptions(channel="#alerts", mention="<!here>"))
 
@@ -93,6 +99,10 @@ def test_slack_message_whole_value() -> None:
                     },
                     {
                         "type": "section",
+                        "text": {"type": "mrkdwn", "text": "```22:13:20.000000000: Warning shell (user=root)```"},
+                    },
+                    {
+                        "type": "section",
                         "fields": [
                             {"type": "mrkdwn", "text": "*proc.tty*\n`34816`"},
                             {"type": "mrkdwn", "text": "*user.name*\n`root`"},
@@ -106,7 +116,7 @@ def test_slack_message_whole_value() -> None:
                             {
                                 "type": "mrkdwn",
                                 "text": "host `host-a` · source `syscall` · tags `container, shell` "
-                                "· time `2023-11-14T22:13:20.000000000Z`",
+                                "· time `2023-11-14T22:13:20.000000000Z` · id `11111111-2222-3333-4444-555555555555`",
                             }
                         ],
                     },
@@ -129,7 +139,7 @@ def test_slack_k8s_enrichment_shown_as_readable_rows() -> None:
         "pod_deleted": False,
     }
 
-    fields = build_message(event, SlackOptions())["attachments"][0]["blocks"][1]["fields"]
+    fields = field_texts(build_message(event, SlackOptions()))
 
     assert [f["text"] for f in fields[-5:]] == [
         "*k8s.pod*\n`shop/web-7f9c`",
@@ -144,7 +154,7 @@ def test_slack_k8s_deleted_pod_says_so() -> None:
     event = alert()
     event.enrichment["k8s"] = {"status": "deleted", "namespace": "ns-batch", "pod": "job-a", "pod_deleted": True}
 
-    fields = build_message(event, SlackOptions())["attachments"][0]["blocks"][1]["fields"]
+    fields = field_texts(build_message(event, SlackOptions()))
 
     assert fields[-1]["text"] == "*k8s.status*\n`deleted`"
 
@@ -153,7 +163,7 @@ def test_slack_other_enrichment_shown_as_json() -> None:
     event = alert()
     event.enrichment["cloud"] = {"region": "<eu>"}
 
-    fields = build_message(event, SlackOptions())["attachments"][0]["blocks"][1]["fields"]
+    fields = field_texts(build_message(event, SlackOptions()))
 
     assert fields[-1]["text"] == '*enrichment.cloud*\n`{"region":"&lt;eu&gt;"}`'
 
@@ -172,7 +182,7 @@ def test_kafka_record_carries_k8s_headers() -> None:
 def test_slack_backtick_cannot_close_code_span() -> None:
     event = alert(output_fields={"proc.cmdline": "a` *bold* `b"})
 
-    fields = build_message(event, SlackOptions())["attachments"][0]["blocks"][1]["fields"]
+    fields = field_texts(build_message(event, SlackOptions()))
 
     assert fields[0]["text"] == "*proc.cmdline*\n`a\u02cb *bold* \u02cbb`"
 
@@ -192,12 +202,19 @@ def test_slack_unknown_priority_gets_grey_bar() -> None:
 
 
 def test_slack_many_fields_stay_within_block_limit() -> None:
-    fields = {f"field.{i}": i for i in range(700)}
+    fields = {f"field.{i}": "x" * 30 for i in range(700)}
 
-    blocks = build_message(alert(output_fields=fields), SlackOptions())["attachments"][0]["blocks"]
+    message = build_message(alert(output_fields=fields), SlackOptions())
+    blocks = message["attachments"][0]["blocks"]
+    shown = field_texts(message)
+    marker = blocks[-2]["text"]["text"]
+    texts = [b["text"]["text"] for b in blocks if "text" in b] + [f["text"] for f in shown]
+    texts += [e["text"] for b in blocks for e in b.get("elements", [])]
 
-    assert len(blocks) == 50
-    assert blocks[-2]["text"]["text"].startswith("…")
+    assert len(blocks) <= 50
+    assert sum(map(len, texts)) <= 4000
+    assert marker == f"…{700 - len(shown)} more fields not shown"
+    assert all(not f["text"].endswith("``") for f in shown), "a shown value was cut to nothing"
 
 
 def test_truncate_short_text_only_escapes() -> None:

@@ -12,9 +12,9 @@ import pytest
 
 from router.app import RouterApp, StartupError
 from router.config import parse_config
-from router.event import loads
+from router.event import loads, parse_alert
 from tests.outputs.conftest import MENTION, TOPIC, settled, wait_until, without_uuid
-from tests.support.data import cases, corpus_lines, free_port
+from tests.support.data import cases, corpus_lines
 from tests.support.slack_server import Fault, SlackServer
 from tests.support.tansu import TansuBroker
 from tests.support.webhook_receiver import WebhookReceiver
@@ -218,22 +218,45 @@ async def test_webhook_400_dead_lettered_without_retry(
     assert router.metrics.sample("output_lost_total", output="hook", reason="http_400") == 1
 
 
-async def test_unreachable_broker_stops_startup() -> None:
+@pytest.mark.slow
+async def test_broker_down_at_startup_delays_only_kafka(webhook_receiver: WebhookReceiver) -> None:
+    broker = TansuBroker()  # its port is chosen but nothing listens there yet
     config = parse_config(
         f"""
 ingest: {{http: {{enabled: false}}}}
 outputs:
   audit:
     type: kafka
-    brokers: ["127.0.0.1:{free_port()}"]
-    topic: t
+    brokers: ["{broker.bootstrap}"]
+    topic: late
+    enable_idempotence: false  # the Tansu broker cannot start an idempotent producer
     request_timeout_s: 1
-routes: [{{name: all, outputs: [audit]}}]
+    retry: {{initial_backoff_s: 0.1, max_backoff_s: 0.5}}
+  hook:
+    type: webhook
+    url: {webhook_receiver.url}
+routes: [{{name: all, outputs: [audit, hook]}}]
 """,
         "test.yaml",
     )
-    with pytest.raises(StartupError, match=r"output audit \(kafka\): cannot connect to the Kafka brokers"):
-        await RouterApp(config).start()
+    app = RouterApp(config)
+    await app.start()
+    try:
+        await app.pipeline.accept([parse_alert(loads(case_body("C13")))])
+        await wait_until(settled(app, "hook", 1))
+        await wait_until(
+            lambda: app.metrics.sample("output_retries_total", output="audit", reason="broker_unavailable") >= 1
+        )
+        assert app.health.get("output.audit").status == "failing"  # type: ignore[union-attr]
+
+        await broker.start()
+        await broker.create_topic("late")
+        await wait_until(settled(app, "audit", 1), timeout_s=60)
+        assert app.metrics.sample("output_delivered_total", output="audit") == 1
+        assert len(await broker.consume_all("late", 1)) == 1
+    finally:
+        await app.shutdown(grace_s=2)
+        await broker.stop()
 
 
 async def test_missing_secret_stops_startup(monkeypatch: pytest.MonkeyPatch) -> None:
