@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -51,6 +52,53 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _route_library_logs()
+
+
+LIBRARY_LOG_INTERVAL_S = 60.0
+"""A library message with the same text template is written at most once per this interval."""
+
+
+class LibraryLogHandler(logging.Handler):
+    """Write standard-library log records (aiokafka, grpc, asyncio) as the router's own JSON lines.
+
+    Libraries repeat themselves during an outage (aiokafka logs every failed connection), so each message
+    template passes at most once per ``LIBRARY_LOG_INTERVAL_S``; the next line that passes says how many
+    were suppressed in between.
+    """
+
+    def __init__(self, interval_s: float = LIBRARY_LOG_INTERVAL_S) -> None:
+        super().__init__(level=logging.WARNING)
+        self.interval_s = interval_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+        self.log = get_logger("library")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        if len(self._last) >= 1024:  # bounds memory whatever the libraries log
+            self._last.clear()
+        self._last[key] = now
+        message = record.getMessage()[:2000]
+        suppressed = self._suppressed.pop(key, 0)
+        if record.levelno >= logging.ERROR:
+            self.log.error("library_log", logger=record.name, message=message, suppressed=suppressed)
+        else:
+            self.log.warning("library_log", logger=record.name, message=message, suppressed=suppressed)
+
+
+def _route_library_logs() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, LibraryLogHandler):
+            root.removeHandler(handler)
+    root.addHandler(LibraryLogHandler())
+    root.setLevel(logging.WARNING)
 
 
 def get_logger(component: str) -> Any:

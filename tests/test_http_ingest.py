@@ -217,9 +217,14 @@ async def test_test_endpoint_sends_synthetic_alert(
 async def test_shutdown_answers_503_and_readyz_fails(app: RouterApp, http: aiohttp.ClientSession) -> None:
     app.pipeline.accepting = False
     app.health.accepting = False
-    status, text = await post(http, app, GOOD)
+    with capture_logs() as logs:
+        status, text = await post(http, app, GOOD)
+        assert (await post(http, app, GOOD))[0] == 503
     assert status == 503
     assert "shutting down" in text
+    refused = [entry for entry in logs if entry["event"] == "ingest_refused"]
+    assert len(refused) == 1, "repeated refusals are logged once per interval"
+    assert refused[0]["log_level"] == "error"
     async with http.get(base_url(app) + "/readyz") as answer:
         assert answer.status == 503
 

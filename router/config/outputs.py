@@ -44,7 +44,9 @@ class QueueConfig(StrictModel):
     overflow: Literal["drop_oldest", "reject"] = Field(
         default="drop_oldest",
         description=(
-            "drop_oldest: drop the oldest queued alert, counted and logged. reject: answer 503 so the sender retries."
+            "drop_oldest: drop the oldest queued alert, counted and logged. reject: answer 503 to the sender,"
+            " for senders that retry; Falco's http_output does not, and a full reject queue refuses alerts"
+            " for every output."
         ),
     )
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from router.pipeline import Pipeline
 
 TRANSPORT = "http"
+REFUSED_LOG_INTERVAL_S = 10.0
 
 
 class HttpIngest:
@@ -38,6 +39,8 @@ class HttpIngest:
         self.log = get_logger("ingest.http")
         self._received_total = metrics.alerts_received.labels(TRANSPORT)
         self._runner: web.AppRunner | None = None
+        self._refused = 0
+        self._refused_logged_at = -REFUSED_LOG_INTERVAL_S
         self.port: int | None = None
 
     def build_app(self) -> web.Application:
@@ -128,9 +131,21 @@ class HttpIngest:
             await self.pipeline.accept(events)
         except Backpressure as exc:
             self.metrics.alerts_rejected.labels(TRANSPORT, "backpressure").inc(len(events))
+            self._log_refused(str(exc), len(events))
             return web.Response(status=503, text=f"{exc}; retry later\n", headers={"Retry-After": "1"})
         self._received_total.inc(len(events))
         return web.Response(status=200)
+
+    def _log_refused(self, reason: str, alerts: int) -> None:
+        # Falco's http_output does not resend after a 503, so each refused alert may be lost; logged at
+        # most once per REFUSED_LOG_INTERVAL_S with the count, because refusals come in bursts.
+        self._refused += alerts
+        now = time.monotonic()
+        if now - self._refused_logged_at < REFUSED_LOG_INTERVAL_S:
+            return
+        self.log.error("ingest_refused", reason=reason, alerts=self._refused, status=503)
+        self._refused = 0
+        self._refused_logged_at = now
 
     def _reject(self, reason: str, message: str, status: int = 400) -> web.Response:
         self.metrics.alerts_rejected.labels(TRANSPORT, reason).inc()
