@@ -35,6 +35,12 @@ from router.supervisor import Supervisor
 _RESTART_SECTIONS = ("outputs", "ingest", "falco_rules", "kubernetes", "policy", "spool", "shutdown")
 
 
+CLOSE_RESERVE_S = 3.0
+"""Part of the shutdown grace period kept for closing outputs (a quarter of it when it is shorter)."""
+MIN_CLOSE_S = 0.5
+"""Time outputs get to close even when the grace period is used up, such as on a failed start."""
+
+
 class StartupError(Exception):
     """The router cannot start; the message lists every reason."""
 
@@ -87,6 +93,7 @@ class RouterApp:
             self.rules = RulesRollout(self.config.falco_rules, self.pipeline.submit, self.metrics, self.health)
             self.pipeline.observers.append(self.rules.observe)
         self.config_reloads = 0
+        self._shut_down = False
         self._signals: list[signal.Signals] = []
 
     async def start(self, *, ingest: bool = True) -> None:
@@ -256,7 +263,16 @@ class RouterApp:
         return self.exit_code
 
     async def shutdown(self, grace_s: float = 20.0) -> None:
-        """Stop accepting (503), deliver what can be delivered within ``grace_s``, then stop everything."""
+        """Stop accepting (503), deliver what can be delivered, and stop everything, all within ``grace_s``.
+
+        A part of the grace period (at most CLOSE_RESERVE_S) is kept for closing the outputs, so that a
+        dead broker cannot stretch the shutdown past the time the orchestrator allows.
+        """
+        if self._shut_down:
+            return  # a second call would count the undelivered alerts as lost twice
+        self._shut_down = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
         self.log.info("router_stopping", grace_s=grace_s)
         self.health.accepting = False
         self.pipeline.accepting = False
@@ -266,7 +282,7 @@ class RouterApp:
         if self.grpc is not None:
             await self.supervisor.stop(["ingest-grpc"])
         try:
-            async with asyncio.timeout(grace_s):
+            async with asyncio.timeout(max(grace_s - min(CLOSE_RESERVE_S, grace_s / 4), 0.0)):
                 await self.pipeline.wait_idle()
         except TimeoutError:
             self._account_undelivered()
@@ -275,7 +291,7 @@ class RouterApp:
         await self.supervisor.stop()
         if self.kubernetes is not None:
             await self.kubernetes.close()
-        await self._close_outputs()
+        await self._close_outputs(max(deadline - loop.time(), MIN_CLOSE_S))
         if self._signals:
             self.remove_signal_handlers()
         if self.spool is not None:
@@ -300,10 +316,17 @@ class RouterApp:
             spool.update_gauges()
             await asyncio.sleep(interval_s)
 
-    async def _close_outputs(self) -> None:
-        for name, output in self.outputs.items():
-            try:
-                async with asyncio.timeout(5):
-                    await output.close()
-            except (TimeoutError, Exception) as exc:  # noqa: BLE001 - shutdown goes on whatever one output does
-                self.log.warning("output_close_failed", output=name, error=repr(exc))
+    async def _close_outputs(self, timeout_s: float = 5.0) -> None:
+        # Closed together, so the slowest output (a dead broker) sets the time, not the sum of them.
+        names = list(self.outputs)
+        results = await asyncio.gather(
+            *(self._close_output(self.outputs[name], timeout_s) for name in names), return_exceptions=True
+        )
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                self.log.warning("output_close_failed", output=name, error=repr(result))
+
+    @staticmethod
+    async def _close_output(output: Output, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await output.close()

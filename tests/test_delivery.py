@@ -175,3 +175,28 @@ async def test_queue_depth_gauge_current_during_backoff() -> None:
         await steady.wait_for(31)
         assert app.metrics.sample("output_queue_depth", output="flaky") == 31
         assert app.metrics.sample("output_oldest_undelivered_seconds", output="flaky") > 0
+
+
+class HangingClose(CollectingOutput):
+    """An output whose close never returns, like a producer waiting for a dead broker."""
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_shutdown_fits_grace_period_with_hanging_output() -> None:
+    flaky, steady = HangingClose("flaky"), CollectingOutput("steady")
+    flaky.failures.extend([RetriableError("connection_refused")] * 1000)
+    config = TWO_OUTPUTS.replace(", max_attempts: 4", "")
+    async with running_router(config, {"flaky": flaky, "steady": steady}) as app:
+        app.pipeline.submit(alerts(3))
+        await steady.wait_for(3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with capture_logs() as logs:
+            await app.shutdown(grace_s=2.0)
+        elapsed = loop.time() - started
+    # The margin is wide on purpose: the bound checks that closing is inside the grace period, not speed.
+    assert elapsed < 3.5, f"shutdown took {elapsed:.1f} s for a 2 s grace period"
+    assert any(entry["event"] == "output_close_failed" and entry["output"] == "flaky" for entry in logs)
+    assert app.metrics.sample("output_lost_total", output="flaky", reason="shutdown") == 3

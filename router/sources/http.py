@@ -60,7 +60,8 @@ class HttpIngest:
     async def start(self) -> None:
         """Start listening; raises ``OSError`` when the address is taken."""
         host, port = split_address(self.config.listen)
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        # shutdown_timeout bounds the wait for requests in flight at shutdown (aiohttp waits 60 s by default).
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         ssl_context = self.config.tls.ssl_context() if self.config.tls else None
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_address=True)
