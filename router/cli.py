@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from router import __version__
-from router.config import ConfigError, RouterConfig, config_warnings, load_config, resolve_secrets
+from router.config import (
+    ConfigError,
+    RouterConfig,
+    config_warnings,
+    load_config,
+    resolve_secrets,
+    secret_reference_problems,
+)
 from router.logs import configure_logging
 from router.policy.dryrun import DryRun, allow_list_report
 from router.rules.check import check_rules_set, find_falco_binary
@@ -114,7 +121,13 @@ def _load(path: Path | None, *, secrets: bool = True) -> RouterConfig | None:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        _print_problems(path, exc.problems)
+        problems = list(exc.problems)
+        if secrets and path is not None:
+            # Unreadable secrets are reported in the same run as the other problems, not after a fix.
+            reported = {p.path for p in problems}
+            text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+            problems += [p for p in secret_reference_problems(text, str(path)) if p.path not in reported]
+        _print_problems(path, problems)
         return None
     if secrets:
         problems = resolve_secrets(config)
@@ -169,6 +182,11 @@ def _rules_check(args: argparse.Namespace) -> int:
     )
     for problem in problems:
         print(problem)
+    if not candidate.files:
+        print(
+            f"{args.folder}: warning: no .yaml or .yml rules files; deploying this folder removes every custom rule",
+            file=sys.stderr,
+        )
     errors = sum(1 for p in problems if p.severity == "error")
     checked = f"{len(candidate.files)} file(s)" + (", falco -V" if binary is not None else ", without falco -V")
     if errors:
@@ -190,7 +208,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    # A dry run delivers nothing, so it runs where the output secrets are not mounted.
+    config = _load(args.config, secrets=not args.dry_run)
     if config is None:
         return 1
     configure_logging(config.log.level, config.log.format)

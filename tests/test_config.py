@@ -174,3 +174,47 @@ def test_shipped_example_config_is_valid() -> None:
     config = load_config(root / "examples" / "router.yaml")
     assert sorted(config.outputs) == ["oncall-webhook", "siem", "soc-slack"]
     assert config_warnings(config) == []
+
+
+def test_duplicate_route_reported_with_line_beside_schema_problems() -> None:
+    text = VALID.replace("topic: falco", "topik: falco") + "  - name: urgent\n    outputs: [siem]\n"
+    problems = problems_of(text)
+    assert (
+        "router.yaml:20: routes.2.name: route name 'urgent' is used by another route; route names must be unique"
+        in problems
+    )
+    assert any("outputs.siem.topik: unknown key" in p for p in problems)
+
+
+def test_duplicate_route_alone_reported_with_line() -> None:
+    problems = problems_of(VALID + "  - name: urgent\n    outputs: [siem]\n")
+    assert problems == [
+        "router.yaml:20: routes.2.name: route name 'urgent' is used by another route; route names must be unique"
+    ]
+
+
+def test_url_credentials_never_echoed() -> None:
+    problems = problems_of(VALID.replace("http://127.0.0.1:9/alerts", "http://admin:P4ss@127.0.0.1:99999/x?token=abc"))
+    text = "\n".join(problems)
+    assert "P4ss" not in text
+    assert "token=abc" not in text
+    assert "http://***@127.0.0.1:99999/x?***" in text
+
+
+def test_warns_about_credentials_in_url_and_headers() -> None:
+    text = VALID.replace("http://127.0.0.1:9/alerts", "http://127.0.0.1:9/alerts?token=abc")
+    text = text.replace("    url: http", "    headers: {Authorization: Bearer abc}\n    url: http")
+    warnings = config_warnings(parse_config(text, "router.yaml"))
+    assert any("outputs.hook.url carries a user name, password or query string" in w for w in warnings)
+    assert "outputs.hook.headers.Authorization looks like a credential: use secret_headers instead" in warnings
+
+
+def test_check_reports_missing_secret_with_schema_problems(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(VALID.replace("topic: falco", "topik: falco"))
+    result = run_cli("check", "--config", str(path), env={"PATH": ""})
+    assert result.returncode == 1
+    assert "outputs.siem.topik: unknown key" in result.stderr
+    assert (
+        "router.yaml:9: outputs.soc.token: environment variable TEST_SLACK_TOKEN is not set or empty" in result.stderr
+    )

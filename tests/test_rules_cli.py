@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -114,3 +115,15 @@ async def test_falco_validation_passes_valid_files(tmp_path):  # type: ignore[no
     )
 
     assert problems == []
+
+
+def test_rules_check_warns_on_empty_folder(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "rules", "check", str(tmp_path), "--no-falco"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "no .yaml or .yml rules files" in result.stderr

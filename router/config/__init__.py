@@ -27,6 +27,7 @@ from router.config.spool import ShutdownConfig, SpoolConfig
 
 _Model = TypeVar("_Model", bound=StrictModel)
 
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "x-auth-token"})
 _OUTPUT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
@@ -170,17 +171,18 @@ def parse_yaml_model(text: str, filename: str, model: type[_Model]) -> _Model:
         problems.append(Problem(path="", message="the config must be a YAML mapping", file=filename, line=1))
         raise ConfigError(problems)
 
+    # The cross-reference checks of RouterConfig run only once every field is valid, and report without a
+    # line; they run on the raw data too, so they come with the other problems and with their line.
+    references = _reference_problems(data, lines, filename) if model is RouterConfig else []
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_problems_from(exc, lines, filename))
-        if model is RouterConfig:
-            # The cross-reference check in RouterConfig runs only once every field is valid; repeat it on
-            # the raw data so a bad output name is reported together with the other problems.
-            reported = {p.path for p in problems}
-            for problem in _dangling_outputs(data, lines, filename):
-                if problem.path not in reported:
-                    problems.append(problem)
+        found = _problems_from(exc, lines, filename)
+        if references:
+            found = [p for p in found if p.path]  # the model's own cross-reference message, now redundant
+        reported = {p.path for p in found}
+        problems.extend(found)
+        problems.extend(p for p in references if p.path not in reported)
         raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)
@@ -195,6 +197,16 @@ def config_warnings(config: RouterConfig) -> list[str]:
             "no route takes Falco's internal alerts (hot restart failures, dropped syscalls): they are counted as"
             " unrouted; add a route with internal: only (an ops route) or internal: include"
         )
+    for name, output in config.outputs.items():
+        url = str(getattr(output, "url", "") or "")
+        if url and redact_url(url) != url:
+            warnings.append(
+                f"outputs.{name}.url carries a user name, password or query string: if they are credentials, move"
+                " them to secret_headers, because the config is not a secret"
+            )
+        for header in getattr(output, "headers", {}) or {}:
+            if header.lower() in _CREDENTIAL_HEADERS:
+                warnings.append(f"outputs.{name}.headers.{header} looks like a credential: use secret_headers instead")
     used = {output for route in config.routes for output in route.outputs}
     for name in sorted(set(config.outputs) - used):
         warnings.append(f"output {name} is not used by any route, so it receives nothing")
@@ -271,6 +283,28 @@ def _problems_from(exc: ValidationError, lines: dict[tuple[str, ...], int], file
     return problems
 
 
+def _reference_problems(data: dict[str, Any], lines: dict[tuple[str, ...], int], filename: str) -> list[Problem]:
+    problems = _dangling_outputs(data, lines, filename)
+    routes = data.get("routes")
+    seen: set[str] = set()
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        name = route.get("name") if isinstance(route, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            path = ("routes", str(index), "name")
+            problems.append(
+                Problem(
+                    path=".".join(path),
+                    message=f"route name {name!r} is used by another route; route names must be unique",
+                    file=filename,
+                    line=lines.get(path),
+                )
+            )
+        seen.add(name)
+    return problems
+
+
 def _dangling_outputs(data: dict[str, Any], lines: dict[tuple[str, ...], int], filename: str) -> list[Problem]:
     outputs = data.get("outputs")
     routes = data.get("routes")
@@ -327,5 +361,54 @@ def _show(value: Any, error_type: str) -> str | None:
         return None
     if isinstance(value, list):
         return f"a list of {len(value)} items"
+    if isinstance(value, str):
+        value = redact_url(value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def redact_url(text: str) -> str:
+    """Return ``text`` with the user name, password and query of a URL replaced by ``***``."""
+    if "://" not in text or ("@" not in text and "?" not in text):
+        return text
+    scheme, _, rest = text.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    if "?" in path:
+        path = path.partition("?")[0] + "?***"
+    elif "?" in authority:
+        authority = authority.partition("?")[0] + "?***"
+    return f"{scheme}://{authority}{slash}{path}"
+
+
+def secret_reference_problems(text: str, filename: str) -> list[Problem]:
+    """Check the secret references of raw config text, so ``check`` reports them next to schema problems."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    lines: dict[tuple[str, ...], int] = {}
+    if root is not None:
+        _index_lines(root, (), lines, [], filename)
+    problems = []
+    for path, reference in _raw_secret_references(data, ()):
+        try:
+            SecretRef.model_validate(reference).reveal()
+        except (ValidationError, LookupError) as exc:
+            message = str(exc) if isinstance(exc, LookupError) else "invalid secret reference"
+            problems.append(Problem(path=".".join(path), message=message, file=filename, line=lines.get(path)))
+    return problems
+
+
+def _raw_secret_references(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(value, dict):
+        if set(value) in ({"env"}, {"file"}):
+            yield path, value
+            return
+        for key, item in value.items():
+            yield from _raw_secret_references(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _raw_secret_references(item, (*path, str(index)))
