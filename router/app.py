@@ -70,7 +70,13 @@ class RouterApp:
             if self.spool is not None:
                 self.queues[name] = self.spool.create_queue(name, cfg.queue)
             else:
-                self.queues[name] = MemoryQueue(cfg.queue.max_items, cfg.queue.overflow)
+                self.queues[name] = MemoryQueue(
+                    cfg.queue.max_items,
+                    cfg.queue.overflow,
+                    max_bytes=cfg.queue.max_bytes,
+                    name=name,
+                    report_drop=self._report_drop,
+                )
         self.kubernetes: KubernetesEnrichment | None = None
         if self.config.kubernetes.enabled:
             # Enrichment runs before policy, so policy stages can match on enrichment.k8s.
@@ -297,6 +303,10 @@ class RouterApp:
         if self.spool is not None:
             await self.spool.close()
         self.log.info("router_stopped")
+
+    def _report_drop(self, output: str, reason: str, alert_id: str, rule: str) -> None:
+        self.metrics.lost.labels(output, reason).inc()
+        self.log.error("alert_lost", output=output, reason=reason, alert_id=alert_id, rule=rule)
 
     def _account_undelivered(self) -> None:
         for name, queue in self.queues.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +25,8 @@ class Delivery:
     first_error_ns: int = 0
     seq: int = 0
     last_reason: str = ""
+    size_bytes: int = 0
+    """Bytes of the alert's JSON, counted against a memory queue's max_bytes."""
     created_ns: int = field(default_factory=time.time_ns)
 
 
@@ -58,33 +61,66 @@ class OutputQueue(Protocol):
         """Return when the oldest queued or in-flight alert was received."""
 
 
+MEMORY_QUEUE_MAX_BYTES = 32 * 1024 * 1024
+"""Bytes of alert JSON a memory queue holds when ``max_bytes`` is not set; about three times that in RAM."""
+
+DropReporter = Callable[[str, str, str, str], None]
+"""Called with (output, reason, alert id, rule) for a delivery dropped beyond the one ``put`` returns."""
+
+
 class MemoryQueue:
-    """A bounded in-memory FIFO; what it holds is lost if the process dies."""
+    """A FIFO bounded in items and in bytes of alert JSON; what it holds is lost if the process dies."""
 
     durable = False
 
-    def __init__(self, max_items: int, overflow: str) -> None:
+    def __init__(
+        self,
+        max_items: int,
+        overflow: str,
+        *,
+        max_bytes: int | None = None,
+        name: str = "",
+        report_drop: DropReporter | None = None,
+    ) -> None:
         self.max_items = max_items
+        self.max_bytes = max_bytes if max_bytes is not None else MEMORY_QUEUE_MAX_BYTES
         self.overflow = overflow
+        self.name = name
+        self._report_drop = report_drop
         self._items: deque[Delivery] = deque()
         self._in_flight: list[Delivery] = []
+        self._bytes = 0
         self._ready = asyncio.Event()
 
     def is_full(self) -> bool:
-        return len(self._items) + len(self._in_flight) >= self.max_items
+        return len(self._items) + len(self._in_flight) >= self.max_items or self._bytes >= self.max_bytes
 
     def put(self, delivery: Delivery) -> Delivery | None:
-        dropped = None
-        if self.is_full():
-            if self.overflow == "reject":
-                # The pipeline checks is_full() before accepting an alert, so this is a race with
-                # another producer; keep the alert rather than drop it, the bound is soft by one batch.
-                pass
-            elif self._items:
-                dropped = self._items.popleft()
+        """Enqueue; with drop_oldest, drop the oldest queued alerts until this one fits.
+
+        The first dropped delivery is returned for the caller to report; a large alert can need more
+        drops, which go to ``report_drop``. With reject the alert is kept even over the bound: the
+        pipeline checks ``is_full`` before it accepts alerts, so only a race gets here, and the bound is
+        soft by one batch rather than an alert lost.
+        """
+        size = delivery.size_bytes = len(delivery.event.to_json())
+        dropped: Delivery | None = None
+        if self.overflow != "reject":
+            while self._items and self._over_limit(size):
+                victim = self._items.popleft()
+                self._bytes -= victim.size_bytes
+                if dropped is None:
+                    dropped = victim
+                elif self._report_drop is not None:
+                    self._report_drop(self.name, "queue_full", victim.event.id, victim.event.rule)
         self._items.append(delivery)
+        self._bytes += size
         self._ready.set()
         return dropped
+
+    def _over_limit(self, incoming: int) -> bool:
+        count = len(self._items) + len(self._in_flight)
+        return count >= self.max_items or self._bytes + incoming > self.max_bytes
 
     async def get_batch(self, max_items: int) -> list[Delivery]:
         while not self._items:
@@ -98,6 +134,7 @@ class MemoryQueue:
     def done(self, deliveries: list[Delivery]) -> None:
         finished = set(map(id, deliveries))
         self._in_flight = [d for d in self._in_flight if id(d) not in finished]
+        self._bytes -= sum(d.size_bytes for d in deliveries)
 
     def retrying(self, deliveries: list[Delivery]) -> None:
         """Do nothing: the attempts live on the in-memory deliveries."""

@@ -200,3 +200,27 @@ async def test_shutdown_fits_grace_period_with_hanging_output() -> None:
     assert elapsed < 3.5, f"shutdown took {elapsed:.1f} s for a 2 s grace period"
     assert any(entry["event"] == "output_close_failed" and entry["output"] == "flaky" for entry in logs)
     assert app.metrics.sample("output_lost_total", output="flaky", reason="shutdown") == 3
+
+
+async def test_memory_queue_byte_limit_drops_and_counts_oldest() -> None:
+    size = len(alerts(1)[0].to_json())
+    config = TWO_OUTPUTS.replace(
+        "    retry: {initial_backoff_s: 0.01",
+        f"    queue: {{max_bytes: {size * 5}}}\n"
+        "    retry: {initial_backoff_s: 5, max_backoff_s: 5, max_attempts: 4}  #",
+    )
+    flaky, steady = CollectingOutput("flaky"), CollectingOutput("steady")
+    flaky.failures.append(RetriableError("http_503"))
+    async with running_router(config, {"flaky": flaky, "steady": steady}) as app:
+        batch = [alerts(1)[0] for _ in range(12)]
+        with capture_logs() as logs:
+            app.pipeline.submit(batch)
+            await steady.wait_for(12)
+        depth = app.metrics.sample("output_queue_depth", output="flaky")
+        lost = app.metrics.sample("output_lost_total", output="flaky", reason="queue_full")
+    assert depth <= 6, "more alerts queued than max_bytes allows (one may be in flight)"
+    assert lost == 12 - depth
+    dropped = [e["alert_id"] for e in logs if e["event"] == "alert_lost"]
+    ids = [e.id for e in batch]
+    # The oldest queued alerts go first; alert 0 may already be in flight, so the run starts at 0 or 1.
+    assert dropped in (ids[: int(lost)], ids[1 : 1 + int(lost)])

@@ -38,7 +38,8 @@ class QueueConfig(StrictModel):
         default=None,
         ge=1,
         description=(
-            "Bytes of spooled alerts the queue holds before the overflow policy applies (spool only; null: no limit)."
+            "Bytes of alert JSON the queue holds before the overflow policy applies. null: no limit for the"
+            " spool, 32 MiB for a memory queue (about three times that in RAM)."
         ),
     )
     overflow: Literal["drop_oldest", "reject"] = Field(
