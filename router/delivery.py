@@ -48,9 +48,16 @@ class OutputWorker:
         self.log = get_logger(f"output.{output.type_name}").bind(output=output.name)
         self._rng = random.Random()
         self._failures = 0
-        self.health.set(self._component, "ok", breaker="closed")
-        self.metrics.output_up.labels(output.name).set(1)
-        self._set_breaker("closed")
+        if output.unavailable_reason is None:
+            self.health.set(self._component, "ok", breaker="closed")
+            self.metrics.output_up.labels(output.name).set(1)
+            self._set_breaker("closed")
+        else:
+            # The output started without its peer (a broker still down): failing until a delivery works.
+            self._failures = 1
+            self.health.set(self._component, "failing", output.unavailable_reason, breaker="open")
+            self.metrics.output_up.labels(output.name).set(0)
+            self._set_breaker("open")
         # Labelled children looked up once: per-alert .labels() calls cost more than the update itself.
         self._delivered_total = metrics.delivered.labels(output.name)
         self._latency = metrics.delivery_latency.labels(output.name)
@@ -112,6 +119,8 @@ class OutputWorker:
                 self._still_failing(last_error)
                 if last_error.retriable:
                     await asyncio.sleep(self._next_delay(0.0))
+                else:
+                    self._failures += 1  # counted, so the next delivery logs output_recovered
                 return
             self.queue.retrying(retry)
             delay = self._next_delay(retry_after)

@@ -249,7 +249,7 @@ async def test_test_alert_reaches_output_outside_routes(http: aiohttp.ClientSess
     assert loads(event.to_json())["router"]["test"] is True
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/ping", "/metrics"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/ping", "/metrics", "/healthz/", "/Metrics"])
 async def test_post_to_service_path_rejected(app: RouterApp, http: aiohttp.ClientSession, path: str) -> None:
     status, text = await post(http, app, GOOD, path=path)
     assert status == 405

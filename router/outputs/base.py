@@ -57,6 +57,8 @@ class Output(abc.ABC):
     def __init__(self, name: str, config: Any) -> None:
         self.name = name
         self.config = config
+        self.unavailable_reason: str | None = None
+        """Set by ``start`` when the output started but its peer is not reachable yet (a short reason)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook, most outputs need no start-up work
         """Connect or open what the output needs; raise ``OutputStartError`` when it cannot."""

@@ -129,8 +129,9 @@ class KafkaOutput(Output):
             await self._connect()
         except PermanentError as exc:
             raise OutputStartError(str(exc)) from exc
-        except RetriableError:
+        except RetriableError as exc:
             self._producer = None
+            self.unavailable_reason = exc.reason
 
     async def _connect(self) -> None:
         """Create and start the producer; raise a delivery error saying why it could not connect."""
@@ -168,6 +169,7 @@ class KafkaOutput(Output):
                 await self._connect()
             except DeliveryError as exc:
                 return [exc] * len(events)
+            self.unavailable_reason = None
         assert self._producer is not None
         results: list[DeliveryError | None] = [None] * len(events)
         futures: dict[int, asyncio.Future[Any]] = {}

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 TRANSPORT = "http"
 REFUSED_LOG_INTERVAL_S = 10.0
+_SERVICE_PATHS = ("/healthz", "/readyz", "/ping", "/metrics")
 
 
 class HttpIngest:
@@ -52,7 +53,7 @@ class HttpIngest:
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_post("/test", self.test_alert)
         # Any other path takes alerts, as falcosidekick does, but the service paths are GET only.
-        for path in ("/healthz", "/readyz", "/ping", "/metrics"):
+        for path in _SERVICE_PATHS:
             app.router.add_post(path, self.not_an_ingest_path)
         app.router.add_post("/{path:.*}", self.receive)
         return app
@@ -80,6 +81,9 @@ class HttpIngest:
 
     async def receive(self, request: web.Request) -> web.Response:
         """Accept one alert, a JSON array of alerts or JSON lines; 200 once all are queued."""
+        if request.path.rstrip("/").lower() in _SERVICE_PATHS:
+            # A probe with a trailing slash or another case is a misconfigured probe, not an alert.
+            return await self.not_an_ingest_path(request)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

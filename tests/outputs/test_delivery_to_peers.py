@@ -242,6 +242,9 @@ routes: [{{name: all, outputs: [audit, hook]}}]
     app = RouterApp(config)
     await app.start()
     try:
+        # Failing from the start, before any alert is tried, so a quiet router still shows the outage.
+        assert app.health.get("output.audit").status == "failing"  # type: ignore[union-attr]
+        assert app.metrics.sample("output_up", output="audit") == 0
         await app.pipeline.accept([parse_alert(loads(case_body("C13")))])
         await wait_until(settled(app, "hook", 1))
         await wait_until(
