@@ -217,11 +217,11 @@ def run(options: Options) -> Result:
             processes.append(start_reference(webhook_port, use_uvloop=False))
             kube = start([PYTHON, "-m", "bench.kube_standin", "--directory", name, "--pods", str(PODS)])
             processes.append(kube)
-            _wait_for_file(directory / KUBECONFIG_NAME, kube)
+            wait_for_file(directory / KUBECONFIG_NAME, kube)
             config = _router_config(directory, kafka_port, webhook_port)
             router = start_router(router_port, use_uvloop=options.uvloop, config_text=config)
             processes.append(router)
-            _wait_for_cache(router_port)
+            wait_for_cache(router_port)
             rounds: dict[str, list[float]] = {"kafka_rate": [], "accepted_rate": [], "kafka_p99_ms": []}
             for _ in range(options.rounds):
                 saturation = _saturation(router_port, duration_s)
@@ -261,7 +261,8 @@ def run(options: Options) -> Result:
     return result
 
 
-def _wait_for_file(path: Path, process: Any, timeout_s: float = 60.0) -> None:
+def wait_for_file(path: Path, process: Any, timeout_s: float = 60.0) -> None:
+    """Wait until a child process has written ``path``; raises if it exits first."""
     deadline = time.monotonic() + timeout_s
     while not path.exists():
         if process.poll() is not None:
@@ -271,8 +272,8 @@ def _wait_for_file(path: Path, process: Any, timeout_s: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def _wait_for_cache(port: int, timeout_s: float = 60.0) -> None:
-    # Measure only once the pod list has filled the cache.
+def wait_for_cache(port: int, timeout_s: float = 60.0) -> None:
+    """Wait until the router on ``port`` has listed every stand-in pod into its cache."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if scrape(port).get(("falco_router_k8s_cache_pods", 'state="live"'), 0) >= PODS:
