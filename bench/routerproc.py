@@ -14,7 +14,7 @@ _config_dir: Path | None = None
 
 
 def null_output_config(*, http_listen: str | None = "127.0.0.1:{port}", extra_ingest: str = "") -> str:
-    """Return a router config that sends every alert to a file output on /dev/null.
+    """Return a router config that sends every alert, Falco's internal ones too, to a file on /dev/null.
 
     With /dev/null as the only output, no output can become the bottleneck, so the numbers are the
     router's own cost. ``http_listen`` None disables the HTTP ingest (replay). ``extra_ingest`` is YAML
@@ -33,6 +33,7 @@ def null_output_config(*, http_listen: str | None = "127.0.0.1:{port}", extra_in
         "    path: /dev/null\n"
         "routes:\n"
         "  - name: everything\n"
+        "    internal: include\n"
         "    outputs: [devnull]\n"
         "log:\n"
         "  level: warning\n"
