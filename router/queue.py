@@ -7,9 +7,8 @@ same ``OutputQueue`` protocol.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from router.event import Event
@@ -24,7 +23,6 @@ class Delivery:
     first_error_ns: int = 0
     seq: int = 0
     last_reason: str = ""
-    created_ns: int = field(default_factory=time.time_ns)
 
 
 class OutputQueue(Protocol):
