@@ -48,8 +48,11 @@ class OutputWorker:
         self.log = get_logger(f"output.{output.type_name}").bind(output=output.name)
         self._rng = random.Random()
         self._failures = 0
+        self._breaker = ""
+        self._breaker_gauges = {name: metrics.breaker_state.labels(output.name, name) for name in BREAKER_STATES}
+        self._up = metrics.output_up.labels(output.name)
         self.health.set(self._component, "ok", breaker="closed")
-        self.metrics.output_up.labels(output.name).set(1)
+        self._up.set(1)
         self._set_breaker("closed")
         # Labelled children looked up once: per-alert .labels() calls cost more than the update itself.
         self._delivered_total = metrics.delivered.labels(output.name)
@@ -69,8 +72,9 @@ class OutputWorker:
             self._update_gauges()
 
     def _set_breaker(self, state: str) -> None:
-        for name in BREAKER_STATES:
-            self.metrics.breaker_state.labels(self.output.name, name).set(1 if name == state else 0)
+        self._breaker = state
+        for name, gauge in self._breaker_gauges.items():
+            gauge.set(1 if name == state else 0)
 
     async def _deliver(self, batch: list[Delivery]) -> None:
         pending = batch
@@ -109,9 +113,12 @@ class OutputWorker:
                 if self._failures:
                     self.log.info("output_recovered", after_failures=self._failures)
                 self._failures = 0
-                self._set_breaker("closed")
-                self.health.set(self._component, "ok", breaker="closed")
-                self.metrics.output_up.labels(self.output.name).set(1)
+                # Only on a change: under a trickle of alerts every batch succeeds, and setting three
+                # gauges and the health record per batch cost more than delivering one alert to a file.
+                if self._breaker != "closed":
+                    self._set_breaker("closed")
+                    self.health.set(self._component, "ok", breaker="closed")
+                    self._up.set(1)
                 return
             self.queue.retrying(retry)
             self._failures += 1
@@ -128,7 +135,7 @@ class OutputWorker:
             )
             self._set_breaker("open")
             self.health.set(self._component, "failing", first.last_reason, retry_in_s=round(delay, 3), breaker="open")
-            self.metrics.output_up.labels(self.output.name).set(0)
+            self._up.set(0)
             self._update_gauges()
             await asyncio.sleep(delay)
             pending = retry
