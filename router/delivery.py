@@ -113,8 +113,8 @@ class OutputWorker:
                 if self._failures:
                     self.log.info("output_recovered", after_failures=self._failures)
                 self._failures = 0
-                # Only on a change: under a trickle of alerts every batch succeeds, and setting three
-                # gauges and the health record per batch cost more than delivering one alert to a file.
+                # Only on a change: under a trickle of alerts each alert is its own batch, and setting four
+                # gauges and the health record to the values they already had showed in py-spy profiles.
                 if self._breaker != "closed":
                     self._set_breaker("closed")
                     self.health.set(self._component, "ok", breaker="closed")
