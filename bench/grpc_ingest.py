@@ -26,33 +26,19 @@ from bench.common import (
     start,
     stop,
 )
-from bench.routerproc import start_router
+from bench.routerproc import null_output_config, start_router
 
 ALERTS = 200_000
 WARMUP_ALERTS = 1000
 POLL_S = 0.02
 TIMEOUT_S = 300.0
 
-GRPC_CONFIG = """\
-ingest:
-  http:
-    listen: 127.0.0.1:{{port}}
-  grpc:
-    enabled: true
-    address: unix://{socket}
-    method: sub
-outputs:
-  devnull:
-    type: file
-    path: /dev/null
-routes:
-  - name: everything
-    outputs: [devnull]
-log:
-  level: warning
-"""
-
 _DELIVERED = re.compile(rb'^falco_router_output_delivered_total\{output="devnull"\} (\S+)$', re.MULTILINE)
+
+
+def _grpc_config(socket: Path) -> str:
+    grpc = f"  grpc:\n    enabled: true\n    address: unix://{socket}\n    method: sub\n"
+    return null_output_config(extra_ingest=grpc)
 
 
 def _delivered(port: int) -> int:
@@ -86,7 +72,7 @@ def _router_round(socket: Path, options: Options) -> float:
     try:
         _wait_for_socket(socket)
         port = free_port()
-        router = start_router(port, use_uvloop=options.uvloop, config_text=GRPC_CONFIG.format(socket=socket))
+        router = start_router(port, use_uvloop=options.uvloop, config_text=_grpc_config(socket))
         try:
             return _time_router(port)
         finally:

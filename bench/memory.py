@@ -8,11 +8,17 @@ first quarter is warm-up: allocator arenas and caches fill there).
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bench.common import PYTHON, Options, Result, free_port, median, module_available, rss_kib, start, stop
-from bench.routerproc import start_reference, start_router
+from bench.e2e import PODS, wait_for_cache, wait_for_file
+from bench.kube_standin import KUBECONFIG_NAME
+from bench.routerproc import null_output_config, start_reference, start_router
 
 RATE = 2000
 SAMPLE_EVERY_S = 2.0
@@ -50,11 +56,17 @@ def _watch(server: subprocess.Popen[bytes], port: int, minutes: float) -> dict[s
     }
 
 
+def _kubernetes_config(kubeconfig: Path) -> str:
+    # Owner lookups are off, as in the end-to-end benchmark: the stand-in serves no ReplicaSets.
+    section = {"kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig), "resolve_owners": False}}
+    return yaml.safe_dump(section, sort_keys=False)
+
+
 def run(options: Options) -> Result:
     """Watch the RSS of the reference, then of the router, under the same fixed load."""
     result = Result("memory", f"RSS at start and under {RATE:,} alerts/s for {options.memory_minutes:g} min")
-    if not module_available("router.enrich.k8s"):
-        # TODO: with the k8s enrichment present, fill its cache with 5,000 pods before the load starts.
+    with_pods = module_available("router.enrich.k8s")
+    if not with_pods:
         result.notes.append("router.enrich.k8s is not in this checkout: measured without the 5,000 cached pods")
     ref_port, router_port = free_port(), free_port()
     reference = start_reference(ref_port, use_uvloop=options.uvloop)
@@ -63,11 +75,27 @@ def run(options: Options) -> Result:
         ref = _watch(reference, ref_port, min(options.memory_minutes, REFERENCE_MINUTES))
     finally:
         stop(reference)
-    router = start_router(router_port, use_uvloop=options.uvloop)
-    try:
-        own = _watch(router, router_port, options.memory_minutes)
-    finally:
-        stop(router)
+    with tempfile.TemporaryDirectory(prefix="falco-router-bench-") as directory:
+        kube = None
+        config = null_output_config()
+        if with_pods:
+            kube = start([PYTHON, "-m", "bench.kube_standin", "--directory", directory, "--pods", str(PODS)])
+            wait_for_file(Path(directory) / KUBECONFIG_NAME, kube)
+            config += _kubernetes_config(Path(directory) / KUBECONFIG_NAME)
+            result.notes.append(
+                f"router measured with {PODS:,} pods in its Kubernetes cache (start RSS after the list)"
+            )
+        try:
+            router = start_router(router_port, use_uvloop=options.uvloop, config_text=config)
+            try:
+                if with_pods:
+                    wait_for_cache(router_port)
+                own = _watch(router, router_port, options.memory_minutes)
+            finally:
+                stop(router)
+        finally:
+            if kube is not None:
+                stop(kube)
     result.series = {"reference_rss_kib": ref.pop("samples"), "router_rss_kib": own.pop("samples")}
     result.metrics = {f"router_{k}": round(v, 1) for k, v in own.items()}
     result.metrics.update({f"reference_{k}": round(v, 1) for k, v in ref.items()})

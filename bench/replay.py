@@ -14,22 +14,7 @@ import time
 from pathlib import Path
 
 from bench.common import CORPUS, PROJECT_ROOT, PYTHON, Options, Result, Skipped, median
-from bench.routerproc import loop_env, write_config
-
-REPLAY_CONFIG = """\
-ingest:
-  http:
-    enabled: false
-outputs:
-  devnull:
-    type: file
-    path: /dev/null
-routes:
-  - name: everything
-    outputs: [devnull]
-log:
-  level: warning
-"""
+from bench.routerproc import loop_env, null_output_config, write_config
 
 # Reads the file as replay does (line by line, text) and parses each line; prints nothing.
 REFERENCE_CODE = """
@@ -84,7 +69,7 @@ def run(options: Options) -> Result:
     """Time the router's replay against the parse-only reference, several rounds each."""
     title = f"falco-router replay of {options.replay_alerts:,} alerts, file output to /dev/null, 1 core"
     result = Result("replay", title)
-    config = write_config(REPLAY_CONFIG)
+    config = write_config(null_output_config(http_listen=None))
     env = loop_env(options.uvloop)
     with tempfile.TemporaryDirectory(prefix="falco-router-bench-") as directory:
         big = make_file(options.replay_alerts, Path(directory))

@@ -7,10 +7,9 @@ same ``OutputQueue`` protocol.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from router.event import Event
@@ -27,7 +26,6 @@ class Delivery:
     last_reason: str = ""
     size_bytes: int = 0
     """Bytes of the alert's JSON, counted against a memory queue's max_bytes."""
-    created_ns: int = field(default_factory=time.time_ns)
 
 
 class OutputQueue(Protocol):

@@ -125,6 +125,7 @@ async def test_corpus_arrives_with_http_types(falco: FalcoStandIn, socket_path: 
     finally:
         await app.shutdown(grace_s=5)
 
+    assert app.metrics.sample("alerts_received_total", transport="grpc") == len(lines)
     for line, received in zip(lines, capture.events, strict=True):
         http = parse_alert(loads(line))
         assert received.transport == "grpc"
@@ -305,5 +306,7 @@ async def test_backpressure_holds_alerts_without_loss(falco: FalcoStandIn, socke
     assert requests_while_held == 0
     assert held_in_falco == 10
     assert app.metrics.sample_sum("output_lost_total") == 0
+    # Alerts taken at once and alerts held through the backpressure are each counted once.
+    assert app.metrics.sample("alerts_received_total", transport="grpc") == 30
     expected_rules = [loads(line)["rule"] for line in corpus_lines()[:20] + corpus_lines()[:10]]
     assert [e.rule for e in capture.events] == expected_rules

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from router.config.kubernetes import KubernetesConfig
 from router.enrich.kube_api import KubeClient, KubeEndpoint, in_cluster_endpoint, kubeconfig_endpoint
@@ -29,6 +29,8 @@ STATUS_DELETED: Final = "deleted"
 STATUS_STALE: Final = "stale"
 STATUS_NOT_FOUND: Final = "not_found"
 LOOKUP_RESULTS: Final = (STATUS_HIT, STATUS_DELETED, STATUS_STALE, STATUS_NOT_FOUND, "waited")
+MAX_CACHED_DOCUMENTS: Final = 50_000
+"""Bound of the stage's built documents; the whole map is cleared when it is reached."""
 
 
 class KubernetesEnrichment:
@@ -187,6 +189,10 @@ class KubernetesStage:
         counter = enrichment.metrics.k8s_lookups
         self._counted = {result: counter.labels(result) for result in LOOKUP_RESULTS}
         self.wait_s = enrichment.config.pod_wait_s
+        # Built enrichment.k8s documents by (pod, status, container key), so alerts of one pod share one
+        # dict instead of building twelve keys each time. An entry holds the inputs it was built from and
+        # is rebuilt when the pod object, its namespace's labels or its resolved owner has changed.
+        self._documents: dict[tuple[int, str, str | None], _BuiltDocument] = {}
 
     def process(self, event: Event) -> Event | Awaitable[Event]:
         """Enrich from the cache; return an awaitable only when the pod may still arrive on the watch."""
@@ -222,8 +228,28 @@ class KubernetesStage:
         else:
             status = STATUS_HIT
         self._counted["waited" if waited else status].inc()
-        event.enrichment["k8s"] = pod_document(pod, status, container, self.enrichment)
+        event.enrichment["k8s"] = self._document(pod, status, container)
         event.invalidate_json()
+
+    def _document(self, pod: PodInfo, status: str, container: str | None) -> dict[str, Any]:
+        enrichment = self.enrichment
+        owner = _top_owner(pod, enrichment)
+        namespace_labels = enrichment.namespaces.labels.get(pod.namespace)
+        key = (id(pod), status, container)
+        built = self._documents.get(key)
+        # The identity checks also catch a new PodInfo that reuses the id of a freed one.
+        if (
+            built is not None
+            and built.pod is pod
+            and built.namespace_labels is namespace_labels
+            and built.owner == owner
+        ):
+            return built.document
+        document = pod_document(pod, status, container, enrichment)
+        if len(self._documents) >= MAX_CACHED_DOCUMENTS:
+            self._documents.clear()
+        self._documents[key] = _BuiltDocument(pod, namespace_labels, owner, document)
+        return document
 
     def _not_found(self, event: Event) -> None:
         self._counted[STATUS_NOT_FOUND].inc()
@@ -254,6 +280,20 @@ class KubernetesStage:
         event.invalidate_json()
 
 
+class _BuiltDocument(NamedTuple):
+    pod: PodInfo
+    namespace_labels: dict[str, str] | None
+    owner: tuple[str | None, str | None]
+    document: dict[str, Any]
+
+
+def _top_owner(pod: PodInfo, enrichment: KubernetesEnrichment) -> tuple[str | None, str | None]:
+    owners = enrichment.owners
+    if owners is not None:
+        return owners.top_owner(pod.namespace, pod.owner_kind, pod.owner_name)
+    return pod.owner_kind, pod.owner_name
+
+
 def lookup_key(fields: dict[str, Any]) -> tuple[LookupKey | None, str | None]:
     """Return the cache key for an alert's output_fields and its container key; (None, None) for no lookup.
 
@@ -278,14 +318,10 @@ def lookup_key(fields: dict[str, Any]) -> tuple[LookupKey | None, str | None]:
 def pod_document(pod: PodInfo, status: str, container: str | None, enrichment: KubernetesEnrichment) -> dict[str, Any]:
     """Build the ``enrichment.k8s`` object for one pod.
 
-    The label dicts are shared with the cache (no per-alert copy); stages after this one must treat
-    them as read-only.
+    The stage shares one document between the alerts of a pod, and the label dicts with the cache
+    (no per-alert copy), so stages after it must treat the document and its dicts as read-only.
     """
-    owners = enrichment.owners
-    if owners is not None:
-        owner_kind, owner_name = owners.top_owner(pod.namespace, pod.owner_kind, pod.owner_name)
-    else:
-        owner_kind, owner_name = pod.owner_kind, pod.owner_name
+    owner_kind, owner_name = _top_owner(pod, enrichment)
     document: dict[str, Any] = {
         "status": status,
         "namespace": pod.namespace,

@@ -99,6 +99,8 @@ class GrpcIngest:
         # Cleared while the pipeline pushes back, so the sub poller stops asking Falco for more.
         self._accepting = asyncio.Event()
         self._accepting.set()
+        # Looked up once: a labels() call per alert costs more than the increment.
+        self._received_total = metrics.alerts_received.labels(TRANSPORT)
 
     async def run(self) -> None:
         """Connect, read and reconnect until cancelled."""
@@ -201,6 +203,16 @@ class GrpcIngest:
             self.metrics.alerts_rejected.labels(TRANSPORT, "invalid").inc()
             self.log.warning("alert_rejected", reason="invalid", error=str(exc))
             return
+        # Fast path without a spool: submit() either queues the alert or raises Backpressure, so the
+        # common case needs no coroutine of its own. The slow path below handles the rest as before.
+        if self.pipeline.journal is None:
+            try:
+                self.pipeline.submit([event])
+            except Backpressure:
+                pass
+            else:
+                self._received_total.inc()
+                return
         await self._submit(event)
 
     async def _submit(self, event: Event) -> None:
@@ -226,7 +238,7 @@ class GrpcIngest:
         if waiting_since is not None:
             self._accepting.set()
             self.log.info("ingest_backpressure_ended", waited_s=round(time.monotonic() - waiting_since, 3))
-        self.metrics.alerts_received.labels(TRANSPORT).inc()
+        self._received_total.inc()
 
     def _connected(self, falco_version: str) -> None:
         self.connected = True
@@ -318,4 +330,7 @@ def _session_ended(exc: grpc.aio.AioRpcError, *, tls: bool) -> StreamEndedError:
         return StreamEndedError("unavailable", detail)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return StreamEndedError("timeout", detail)
+    if code == grpc.StatusCode.CANCELLED:
+        # Falco stops its gRPC server on every hot restart, which cancels the open streams.
+        return StreamEndedError("stream_closed", detail)
     return StreamEndedError("rpc_error", detail)

@@ -451,3 +451,61 @@ def test_in_cluster_without_environment_fails(monkeypatch: pytest.MonkeyPatch, t
 
     with pytest.raises(KubeConfigError, match=r"set kubernetes\.kubeconfig"):
         k8s.connect()
+
+
+async def test_document_shared_by_alerts_of_pod(fake: FakeKube, enrichment: Factory) -> None:
+    fake.add_pod(pod("web-1", labels={"app": "web"}, container_id="ab" * 32))
+    k8s = await enrichment(watch_namespaces=False, resolve_owners=False)
+
+    first = await run_stage(k8s, alert("abababababab"))
+    second = await run_stage(k8s, alert("abababababab"))
+
+    assert second.enrichment["k8s"] is first.enrichment["k8s"]
+
+
+async def test_document_rebuilt_after_namespace_change(fake: FakeKube, enrichment: Factory) -> None:
+    fake.add_namespace("ns-a", {"env": "test"})
+    fake.add_pod(pod("web-1", container_id="ab" * 32))
+    k8s = await enrichment(resolve_owners=False)
+    await eventually(lambda: "ns-a" in k8s.namespaces.labels, "namespace cached")
+    before = await run_stage(k8s, alert("abababababab"))
+
+    fake.add_namespace("ns-a", {"env": "prod"})
+    await eventually(lambda: k8s.namespaces.labels["ns-a"] == {"env": "prod"}, "namespace change cached")
+    after = await run_stage(k8s, alert("abababababab"))
+
+    assert before.enrichment["k8s"]["namespace_labels"] == {"env": "test"}
+    assert after.enrichment["k8s"]["namespace_labels"] == {"env": "prod"}
+
+
+async def test_document_rebuilt_after_pod_update(fake: FakeKube, enrichment: Factory) -> None:
+    fake.add_pod(pod("web-1", labels={"app": "web"}, container_id="ab" * 32))
+    k8s = await enrichment(watch_namespaces=False, resolve_owners=False)
+    before = await run_stage(k8s, alert("abababababab"))
+
+    fake.add_pod(pod("web-1", labels={"app": "web-v2"}, container_id="ab" * 32))
+
+    def updated() -> bool:
+        cached = k8s.cache.get(("container", "abababababab"))
+        return cached is not None and cached.labels == {"app": "web-v2"}
+
+    await eventually(updated, "the MODIFIED event reached the cache")
+    after = await run_stage(k8s, alert("abababababab"))
+
+    assert before.enrichment["k8s"]["labels"] == {"app": "web"}
+    assert after.enrichment["k8s"]["labels"] == {"app": "web-v2"}
+
+
+async def test_document_rebuilt_after_deletion(fake: FakeKube, enrichment: Factory) -> None:
+    document = pod("web-1", container_id="ab" * 32)
+    fake.add_pod(document)
+    k8s = await enrichment(watch_namespaces=False, resolve_owners=False)
+    before = await run_stage(k8s, alert("abababababab"))
+
+    fake.delete_pod(document)
+    await eventually(lambda: k8s.cache.deleted_count == 1, "the DELETED event reached the cache")
+    after = await run_stage(k8s, alert("abababababab"))
+
+    assert before.enrichment["k8s"]["pod_deleted"] is False
+    assert after.enrichment["k8s"]["pod_deleted"] is True
+    assert after.enrichment["k8s"]["status"] == "deleted"
