@@ -11,11 +11,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FALCO_ROUTER_SHARED", PROJECT_ROOT.parent / "shared"))
@@ -93,17 +94,27 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
+_STDERR_FILES: dict[int, IO[bytes]] = {}
+"""The stderr file of each running child, by pid."""
+
+
 def start(
     args: Sequence[str], *, env: dict[str, str] | None = None, port: int | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start a child process (stdout to /dev/null) and, when ``port`` is given, wait until it listens."""
+    """Start a child process (stdout to /dev/null) and, when ``port`` is given, wait until it listens.
+
+    Its stderr goes to a temporary file, not a pipe: nobody reads a pipe while the benchmark runs, and a
+    router that logs a lot (an alert_lost line per dropped alert under saturation) would block on it.
+    """
+    stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
     process = subprocess.Popen(
         list(args),
         cwd=PROJECT_ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr_file,
     )
+    _STDERR_FILES[process.pid] = stderr_file
     if port is not None:
         try:
             wait_for_port(port, process)
@@ -122,7 +133,12 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    stderr = ""
+    stderr_file = _STDERR_FILES.pop(process.pid, None)
+    if stderr_file is not None:
+        stderr_file.seek(0)
+        stderr = stderr_file.read().decode(errors="replace")
+        stderr_file.close()
     if process.returncode not in (0, -signal.SIGTERM) and "Traceback" in stderr:
         raise RuntimeError(f"{process.args!r} failed:\n{stderr[-2000:]}")
 
