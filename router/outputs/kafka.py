@@ -24,14 +24,19 @@ from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
+    CorruptRecordException,
     IllegalSaslStateError,
+    InvalidRequiredAcksError,
+    InvalidTopicError,
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordTooLargeError,
     RequestTimedOutError,
     TopicAuthorizationFailedError,
+    UnsupportedForMessageFormatError,
     UnsupportedSaslMechanismError,
+    UnsupportedVersionError,
 )
 
 from router.config.outputs import KafkaOutputConfig
@@ -48,6 +53,16 @@ _AUTH_ERRORS = (
 )
 
 
+# Errors that say this message can never be written as it is, whatever the broker's state.
+_REJECTED_ERRORS = (
+    CorruptRecordException,
+    InvalidRequiredAcksError,
+    InvalidTopicError,
+    UnsupportedForMessageFormatError,
+    UnsupportedVersionError,
+)
+
+
 def delivery_error(exc: BaseException) -> DeliveryError:
     """Translate an exception raised while producing into the router's delivery error."""
     if isinstance(exc, MessageSizeTooLargeError | RecordTooLargeError):
@@ -56,8 +71,11 @@ def delivery_error(exc: BaseException) -> DeliveryError:
         return PermanentError("auth_failed", type(exc).__name__)
     if isinstance(exc, KafkaTimeoutError | RequestTimedOutError | TimeoutError):
         return RetriableError("timeout", str(exc) or type(exc).__name__)
-    if isinstance(exc, KafkaError) and not exc.retriable and not exc.invalid_metadata:
+    if isinstance(exc, _REJECTED_ERRORS):
         return PermanentError("rejected", type(exc).__name__)
+    # Everything else is retried within max_attempts and max_age_s. aiokafka marks some server errors as not
+    # retriable (UnknownError, the broker's UNKNOWN_SERVER_ERROR), but brokers answer them while they
+    # restart, and dead-lettering on the first one lost alerts in a broker outage.
     return RetriableError("broker_unavailable", str(exc) or type(exc).__name__)
 
 

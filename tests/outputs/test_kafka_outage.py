@@ -1,9 +1,13 @@
-"""Case C12: the Kafka broker stops for 20 s while 1,000 alerts arrive, then comes back.
+"""Case C12: the Kafka broker is unreachable for 20 s while 1,000 alerts arrive, then comes back.
 
 Expected: Slack and the webhook get every alert during the outage (no delay from the dead broker), and once
-the broker is back, all 1,000 alerts are in the topic in arrival order per key. Tansu keeps its data in
-memory, so the topic is created again after the restart. Set FALCO_ROUTER_TEST_KAFKA_OUTAGE_S to change
-the outage length.
+the broker is back, all 1,000 alerts are in the topic in arrival order per key.
+
+The outage is a cut TCP proxy in front of a running Tansu, not a Tansu restart. To the router both look
+the same: connections refused and closed, then accepted again. But Tansu keeps topics in memory only and
+acknowledges, then drops, a produce to a topic that does not exist yet, so after a restart it loses what
+the router sends before the test has re-created the topic; a real broker keeps its topics. Set
+FALCO_ROUTER_TEST_KAFKA_OUTAGE_S to change the outage length.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -22,6 +27,7 @@ from tests.outputs.conftest import SLACK_TOKEN_ENV, settled, wait_until
 from tests.support.data import cases, free_port
 from tests.support.slack_server import SlackServer
 from tests.support.tansu import TansuBroker
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.webhook_receiver import WebhookReceiver
 
 TOPIC = "c12"
@@ -58,10 +64,28 @@ routes:
 """
 
 
+@pytest.fixture
+async def proxied_broker() -> AsyncIterator[tuple[TansuBroker, TcpProxy]]:
+    broker = TansuBroker()
+    proxy = TcpProxy(broker.port)
+    broker.advertised_port = proxy.port
+    await proxy.start()
+    await broker.start()
+    try:
+        yield broker, proxy
+    finally:
+        await proxy.cut()
+        await broker.stop()
+
+
 @pytest.mark.slow
 async def test_c12_broker_outage_loses_nothing_and_delays_no_other_output(
-    tansu: TansuBroker, slack_server: SlackServer, webhook_receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+    proxied_broker: tuple[TansuBroker, TcpProxy],
+    slack_server: SlackServer,
+    webhook_receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    tansu, proxy = proxied_broker
     monkeypatch.setenv(SLACK_TOKEN_ENV, "xoxb-test")
     await tansu.create_topic(TOPIC)
     app = RouterApp(parse_config(config_text(tansu, slack_server, webhook_receiver), "c12.yaml"))
@@ -71,7 +95,7 @@ async def test_c12_broker_outage_loses_nothing_and_delays_no_other_output(
     try:
         assert app.http is not None
         loop = asyncio.get_running_loop()
-        await tansu.stop()
+        await proxy.cut()
         outage_started = loop.time()
         async with aiohttp.ClientSession() as http:
             for stamp in stamps:
@@ -86,8 +110,7 @@ async def test_c12_broker_outage_loses_nothing_and_delays_no_other_output(
         assert app.metrics.sample("output_delivered_total", output="siem") == 0
 
         await asyncio.sleep(max(0.0, OUTAGE_S - (loop.time() - outage_started)))
-        await tansu.start()
-        await tansu.create_topic(TOPIC)
+        await proxy.start()
         await wait_until(settled(app, "siem", ALERTS), timeout_s=120)
     finally:
         await app.shutdown(grace_s=5)

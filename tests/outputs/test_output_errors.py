@@ -8,11 +8,13 @@ import re
 
 import pytest
 from aiokafka.codec import has_zstd
+from aiokafka.errors import InvalidTopicError, UnknownError
 
 from router.config import parse_config
 from router.event import Event, parse_alert
 from router.outputs import create_output
 from router.outputs.base import Output, OutputStartError, PermanentError, RetriableError
+from router.outputs.kafka import delivery_error as kafka_delivery_error
 from tests.support.data import cases, free_port
 from tests.support.slack_server import Fault, SlackServer
 from tests.support.tansu import TansuBroker
@@ -330,3 +332,16 @@ async def test_kafka_missing_codec_fails_start() -> None:
 
     with pytest.raises(OutputStartError, match="compression zstd needs a codec library"):
         await output.start()
+
+
+def test_kafka_unknown_server_error_is_retried() -> None:
+    # Brokers answer UNKNOWN_SERVER_ERROR while they restart; dead-lettering on it lost alerts in an outage.
+    error = kafka_delivery_error(UnknownError())
+    assert error.retriable
+    assert error.reason == "broker_unavailable"
+
+
+def test_kafka_invalid_topic_is_permanent() -> None:
+    error = kafka_delivery_error(InvalidTopicError())
+    assert not error.retriable
+    assert error.reason == "rejected"

@@ -49,12 +49,14 @@ class TansuBroker:
     """One Tansu process listening on 127.0.0.1:port; can be stopped and started again on the same port."""
 
     port: int = field(default_factory=free_port)
+    advertised_port: int | None = None
+    """Port clients are told to connect to, when a proxy stands in front of the broker; default ``port``."""
     process: asyncio.subprocess.Process | None = None
 
     @property
     def bootstrap(self) -> str:
-        """Return the bootstrap address, host:port."""
-        return f"127.0.0.1:{self.port}"
+        """Return the bootstrap address, host:port (the advertised one)."""
+        return f"127.0.0.1:{self.advertised_port or self.port}"
 
     async def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
@@ -65,7 +67,7 @@ class TansuBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.advertised_port or self.port}",
             "--storage-engine",
             "memory://tansu/",
             "--silent",
