@@ -24,7 +24,7 @@ from router.outputs import create_output
 from router.outputs.base import Output, OutputStartError
 from router.pipeline import Backpressure, Pipeline, Stage
 from router.policy.engine import PolicyEngine, PolicyStage
-from router.queue import MemoryQueue, OutputQueue
+from router.queue import MemoryQueue, OutputQueue, drop_reporter
 from router.routing import Router
 from router.rules.rollout import RulesRollout
 from router.sources.http import HttpIngest
@@ -75,7 +75,7 @@ class RouterApp:
                     cfg.queue.overflow,
                     max_bytes=cfg.queue.max_bytes,
                     name=name,
-                    report_drop=self._report_drop,
+                    report_drop=drop_reporter(self.metrics),
                 )
         self.kubernetes: KubernetesEnrichment | None = None
         if self.config.kubernetes.enabled:
@@ -303,10 +303,6 @@ class RouterApp:
         if self.spool is not None:
             await self.spool.close()
         self.log.info("router_stopped")
-
-    def _report_drop(self, output: str, reason: str, alert_id: str, rule: str) -> None:
-        self.metrics.lost.labels(output, reason).inc()
-        self.log.error("alert_lost", output=output, reason=reason, alert_id=alert_id, rule=rule)
 
     def _account_undelivered(self) -> None:
         for name, queue in self.queues.items():

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from router.event import Event
 from router.logs import get_logger
 from router.metrics import Metrics
-from router.queue import Delivery, OutputQueue
+from router.queue import Delivery, OutputQueue, drop_reporter
 from router.routing import Plan, Router
 
 
@@ -34,7 +34,7 @@ class Stage(Protocol):
 
 
 class Backpressure(Exception):  # noqa: N818 - a flow-control signal that the ingest turns into 503
-    """The router cannot take more alerts right now; the ingest answers 503 so the sender retries."""
+    """The router cannot take more alerts right now, so the ingest returns 503 for the sender to retry."""
 
 
 class NotPersisted(Backpressure):
@@ -67,6 +67,7 @@ class Pipeline:
         self.router = router
         self.queues = queues
         self.metrics = metrics
+        self._report_drop = drop_reporter(metrics)
         self.stages = list(stages)
         self.journal = journal
         self.log = get_logger("pipeline")
@@ -179,14 +180,7 @@ class Pipeline:
             placed.append((name, delivery))
             dropped = self.queues[name].put(delivery)
             if dropped is not None:
-                self.metrics.lost.labels(name, "queue_full").inc()
-                self.log.error(
-                    "alert_lost",
-                    output=name,
-                    reason="queue_full",
-                    alert_id=dropped.event.id,
-                    rule=dropped.event.rule,
-                )
+                self._report_drop(name, "queue_full", dropped.event.id, dropped.event.rule)
         if self.journal is not None:
             self.journal.routed(event, placed)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from router.event import Event
+from router.logs import get_logger
+from router.metrics import Metrics
 
 
 @dataclass(slots=True, eq=False)
@@ -63,7 +65,18 @@ MEMORY_QUEUE_MAX_BYTES = 32 * 1024 * 1024
 """Bytes of alert JSON a memory queue holds when ``max_bytes`` is not set; about three times that in RAM."""
 
 DropReporter = Callable[[str, str, str, str], None]
-"""Called with (output, reason, alert id, rule) for a delivery dropped beyond the one ``put`` returns."""
+"""Called with (output, reason, alert id, rule) for each alert a queue drops."""
+
+
+def drop_reporter(metrics: Metrics) -> DropReporter:
+    """Return the one function that counts and logs a dropped alert, shared by every kind of queue."""
+    log = get_logger("queue")
+
+    def report(output: str, reason: str, alert_id: str, rule: str) -> None:
+        metrics.lost.labels(output, reason).inc()
+        log.error("alert_lost", output=output, reason=reason, alert_id=alert_id, rule=rule)
+
+    return report
 
 
 class MemoryQueue:

@@ -122,7 +122,11 @@ class Problem:
     value: str | None = None
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.file and self.line else (f"{self.file}: " if self.file else "")
+        where = ""
+        if self.file and self.line:
+            where = f"{self.file}:{self.line}: "
+        elif self.file:
+            where = f"{self.file}: "
         found = f" (found {self.value})" if self.value is not None else ""
         key = self.path or "<top level>"
         return f"{where}{key}: {self.message}{found}"

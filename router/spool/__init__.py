@@ -24,7 +24,7 @@ from router.config.spool import SpoolConfig
 from router.event import Event
 from router.logs import get_logger
 from router.metrics import Metrics
-from router.queue import Delivery
+from router.queue import Delivery, drop_reporter
 from router.spool.codec import decode_event, encode_event
 from router.spool.queue import SpoolQueue
 from router.spool.store import SpoolError, SpoolStore
@@ -60,7 +60,7 @@ class Spool:
             config,
             page_items=self.config.page_items,
             encode=self._body_of,
-            report_drop=self._report_drop,
+            report_drop=drop_reporter(self.metrics),
         )
         self.queues[output] = queue
         return queue
@@ -131,7 +131,3 @@ class Spool:
             self._cached_event = delivery.event
             self._cached_body = encode_event(delivery.event)
         return self._cached_body
-
-    def _report_drop(self, output: str, reason: str, alert_id: str, rule: str) -> None:
-        self.metrics.lost.labels(output, reason).inc()
-        self.log.error("alert_lost", output=output, reason=reason, alert_id=alert_id, rule=rule)
