@@ -330,7 +330,10 @@ def _session_ended(exc: grpc.aio.AioRpcError, *, tls: bool) -> StreamEndedError:
         return StreamEndedError("unavailable", detail)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return StreamEndedError("timeout", detail)
-    if code == grpc.StatusCode.CANCELLED:
-        # Falco stops its gRPC server on every hot restart, which cancels the open streams.
+    if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+        # Falco stops its gRPC server on every hot restart. Open streams then end as CANCELLED, or as
+        # UNKNOWN ("Stream removed") or INTERNAL when the transport goes first.
+        # NOTE: the last two are inferred from grpc-core's behaviour, and a server-side fault would be
+        # reported as a closed stream too; the reconnection that follows is the same in both cases.
         return StreamEndedError("stream_closed", detail)
     return StreamEndedError("rpc_error", detail)
