@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
 
+from router.latency_histogram import LatencyHistogram
 from router.metrics import Metrics
 
 PAGE = Path(__file__).resolve().parent / "telemetry.md"
@@ -27,10 +28,14 @@ def metrics_table() -> str:
     """Return the markdown table of every metric: name, type, labels and help text."""
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
     for collector in vars(Metrics()).values():
-        if not isinstance(collector, MetricWrapperBase):
+        if isinstance(collector, LatencyHistogram):
+            labelnames = collector.labelnames
+        elif isinstance(collector, MetricWrapperBase):
+            # prometheus_client has no public accessor for a metric's label names.
+            labelnames = collector._labelnames
+        else:
             continue
-        # prometheus_client has no public accessor for a metric's label names.
-        labels = ", ".join(f"`{name}`" for name in collector._labelnames) or "none"
+        labels = ", ".join(f"`{name}`" for name in labelnames) or "none"
         for metric in collector.describe():
             name = metric.name + _SUFFIX.get(metric.type, "")
             rows.append(f"| `{name}` | {metric.type} | {labels} | {metric.documentation} |")

@@ -89,36 +89,13 @@ class OutputWorker:
             if self._failures:
                 self._set_breaker("half_open")
             results = await self._attempt(pending)
-            finished: list[Delivery] = []
-            retry: list[Delivery] = []
-            retry_after = 0.0
-            delivered = 0
-            last_error: DeliveryError | None = None
-            # One clock read per batch: the alerts of a batch were acknowledged by the same attempt.
-            now_ns = time.time_ns()
-            for delivery, error in zip(pending, results, strict=True):
-                delivery.attempts += 1
-                if error is None:
-                    delivered += 1
-                    self._latency.observe(max((now_ns - delivery.event.received_ns) / 1e9, 0.0))
-                    finished.append(delivery)
-                    continue
-                last_error = error
-                if not error.retriable:
-                    self._give_up(delivery, error.reason, error)
-                    finished.append(delivery)
-                elif self._exhausted(delivery):
-                    self._give_up(delivery, "retries_exhausted", error)
-                    finished.append(delivery)
-                else:
-                    delivery.last_reason = error.reason
-                    retry.append(delivery)
-                    retry_after = max(retry_after, error.retry_after_s or 0.0)
-                    self.metrics.retries.labels(self.output.name, error.reason).inc()
-            if delivered:
-                # One increment per batch: the counter's lock costs more than the addition.
-                self._delivered_total.inc(delivered)
-            self.queue.done(finished)
+            if not any(results):
+                # The usual case, the whole batch delivered: no per-alert sorting.
+                self._count_delivered(pending)
+                self.queue.done(pending)
+                self._recovered()
+                return
+            delivered, retry, last_error, retry_after = self._sort_results(pending, results)
             if not retry:
                 if delivered or last_error is None:
                     self._recovered()
@@ -147,6 +124,50 @@ class OutputWorker:
             self._up.set(0)
             await asyncio.sleep(delay)
             pending = retry
+
+    def _sort_results(
+        self, pending: list[Delivery], results: list[DeliveryError | None]
+    ) -> tuple[int, list[Delivery], DeliveryError | None, float]:
+        """Count the delivered, give up on what cannot be retried, and return what is left to retry.
+
+        Returns (alerts delivered, deliveries to retry, the last error, the longest Retry-After).
+        """
+        delivered: list[Delivery] = []
+        finished: list[Delivery] = []
+        retry: list[Delivery] = []
+        retry_after = 0.0
+        last_error: DeliveryError | None = None
+        for delivery, error in zip(pending, results, strict=True):
+            if error is None:
+                delivered.append(delivery)
+                continue
+            delivery.attempts += 1
+            last_error = error
+            if not error.retriable:
+                self._give_up(delivery, error.reason, error)
+                finished.append(delivery)
+            elif self._exhausted(delivery):
+                self._give_up(delivery, "retries_exhausted", error)
+                finished.append(delivery)
+            else:
+                delivery.last_reason = error.reason
+                retry.append(delivery)
+                retry_after = max(retry_after, error.retry_after_s or 0.0)
+                self.metrics.retries.labels(self.output.name, error.reason).inc()
+        self._count_delivered(delivered)
+        self.queue.done(delivered + finished)
+        return len(delivered), retry, last_error, retry_after
+
+    def _count_delivered(self, deliveries: list[Delivery]) -> None:
+        if not deliveries:
+            return
+        # One clock read and one metric update per batch: the alerts of a batch were acknowledged by the
+        # same attempt, and the counter's lock costs more than the addition.
+        now_ns = time.time_ns()
+        for delivery in deliveries:
+            delivery.attempts += 1
+        self._latency.observe_many([(now_ns - d.event.received_ns) / 1e9 for d in deliveries])
+        self._delivered_total.inc(len(deliveries))
 
     def _next_delay(self, retry_after: float) -> float:
         self._failures += 1

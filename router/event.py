@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +35,8 @@ _FALCO_KEYS: Final = frozenset(("hostname", "output", "output_fields", "priority
 # RFC 3339 as Falco writes it (9 fractional digits and "Z"), also accepting fewer or more digits and a
 # numeric offset. Python 3.10's fromisoformat rejects more than 6 digits, so the time is parsed by hand.
 _TIME_RE: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))",
+    re.ASCII,  # \d would also match the digits of other scripts
 )
 
 # orjson parses integers up to 2^64 - 1 exactly but silently turns longer ones into floats, so a body
@@ -48,28 +48,33 @@ _DIGITS_AS_ZEROS: Final = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte 
 _LONG_DIGITS: Final = b"0" * 20
 
 
-# A random (version 4) UUID per alert. uuid.uuid4() makes one getrandom system call per id, which cost
-# more than the rest of the alert's parsing; taking 16 bytes at a time from a 4 KiB block of os.urandom
-# gives ids of the same quality for a quarter of the cost. The lock keeps two threads off the same bytes.
-_ID_BLOCK_BYTES: Final = 4096
-_UUID4_CLEAR: Final = ~((0xF000 << 64) | (0xC000 << 48))  # version nibble and variant bits
-_UUID4_SET: Final = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
-_id_lock = threading.Lock()
-_id_block = b""
-_id_offset = 0
+# A random (version 4) UUID per alert. uuid.uuid4() makes one getrandom system call per id and builds a
+# UUID object, which cost more than the rest of the alert's parsing. Ids are made 256 at a time from one
+# os.urandom block instead, by slicing its hex digits, and handed out with list.pop, which is atomic, so
+# threads never share an id. A forked child starts with an empty pool: it must not reuse its parent's ids.
+_IDS_PER_BLOCK: Final = 256
+_VARIANT_DIGIT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  # RFC 4122 variant
+_id_pool: list[str] = []
+os.register_at_fork(after_in_child=_id_pool.clear)
+
+
+def _id_block() -> list[str]:
+    h = os.urandom(16 * _IDS_PER_BLOCK).hex()
+    # The 13th digit becomes the version (4) and the 17th takes the variant bits.
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-{_VARIANT_DIGIT[h[i + 16]]}{h[i + 17 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, len(h), 32)
+    ]
 
 
 def new_alert_id() -> str:
     """Return a new random UUID (version 4) in its canonical 36-character form."""
-    global _id_block, _id_offset  # noqa: PLW0603 - one process-wide block of random bytes
-    with _id_lock:
-        if _id_offset >= len(_id_block):
-            _id_block = os.urandom(_ID_BLOCK_BYTES)
-            _id_offset = 0
-        chunk = _id_block[_id_offset : _id_offset + 16]
-        _id_offset += 16
-    digits = f"{int.from_bytes(chunk) & _UUID4_CLEAR | _UUID4_SET:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+    try:
+        return _id_pool.pop()
+    except IndexError:
+        _id_pool.extend(_id_block())
+        return _id_pool.pop()
 
 
 class InvalidAlert(ValueError):  # noqa: N818 - names the condition, as ValueError subclasses in parsers do
@@ -222,8 +227,29 @@ _SECONDS_CACHE: dict[str, int] = {}
 _SECONDS_CACHE_MAX: Final = 4096
 
 
+# Seconds by the first 19 characters of a time in Falco's own form, 2023-11-14T22:13:20.123456789Z: most
+# alerts take this path, which skips the regular expression. A key only gets here after the full
+# parse validated a time that starts with it.
+_FALCO_FORM_SECONDS: dict[str, int] = {}
+
+
 def parse_time(text: str) -> int:
     """Parse an RFC 3339 time into nanoseconds since the epoch; digits past the ninth are truncated."""
+    if len(text) == 30 and text[29] == "Z" and text[19] == ".":
+        fraction = text[20:29]
+        # isascii as well: isdigit alone accepts digits of other scripts, which int() would also read.
+        if fraction.isdigit() and fraction.isascii():
+            seconds = _FALCO_FORM_SECONDS.get(text[:19])
+            if seconds is None:
+                seconds = _parse_time(text) // 1_000_000_000
+                if len(_FALCO_FORM_SECONDS) >= _SECONDS_CACHE_MAX:
+                    _FALCO_FORM_SECONDS.clear()
+                _FALCO_FORM_SECONDS[text[:19]] = seconds
+            return seconds * 1_000_000_000 + int(fraction)
+    return _parse_time(text)
+
+
+def _parse_time(text: str) -> int:
     matched = _TIME_RE.fullmatch(text)
     if matched is None:
         raise InvalidAlert(f"time {text[:64]!r} is not an RFC 3339 timestamp such as 2023-11-14T22:13:20.123456789Z")
@@ -311,12 +337,13 @@ def parse_alert(document: Any, *, transport: str = "http") -> Event:
         source=source,
         hostname=hostname,
         tags=tags,
-        extra={k: v for k, v in document.items() if k not in _FALCO_KEYS and k != "uuid"},
         transport=transport,
     )
-    upstream_uuid = document.get("uuid")
-    if upstream_uuid is not None:
-        event.annotations["upstream_uuid"] = upstream_uuid
+    if not document.keys() <= _FALCO_KEYS:  # most alerts carry no other key: skip the copy
+        event.extra = {k: v for k, v in document.items() if k not in _FALCO_KEYS and k != "uuid"}
+        upstream_uuid = document.get("uuid")
+        if upstream_uuid is not None:
+            event.annotations["upstream_uuid"] = upstream_uuid
     if priority is None:
         event.flags.append(FLAG_PRIORITY_UNKNOWN)
     return event

@@ -6,7 +6,9 @@ code. Rule names, pod names and command lines never become labels.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from router.latency_histogram import LatencyHistogram
 
 PREFIX = "falco_router"
 
@@ -78,7 +80,7 @@ class Metrics:
         self.ingest_reconnects = Counter(
             f"{PREFIX}_ingest_reconnects", "Reconnection attempts of a streaming ingest.", ["transport"], registry=r
         )
-        self.delivery_latency = Histogram(
+        self.delivery_latency = LatencyHistogram(
             f"{PREFIX}_output_delivery_seconds",
             "Time from ingest to successful delivery.",
             ["output"],

@@ -143,9 +143,13 @@ class MemoryQueue:
         return batch
 
     def done(self, deliveries: list[Delivery]) -> None:
-        finished = set(map(id, deliveries))
-        self._in_flight = [d for d in self._in_flight if id(d) not in finished]
-        self._bytes -= sum(d.size_bytes for d in deliveries)
+        if len(deliveries) == len(self._in_flight):
+            # The usual case, a whole batch delivered: what is done is always in flight, so all of it is.
+            self._in_flight = []
+        else:
+            finished = set(map(id, deliveries))
+            self._in_flight = [d for d in self._in_flight if id(d) not in finished]
+        self._bytes -= sum([d.size_bytes for d in deliveries])
 
     def retrying(self, deliveries: list[Delivery]) -> None:
         """Do nothing: the attempts live on the in-memory deliveries."""

@@ -90,11 +90,24 @@ class Plan:
     """Output name to the reason it does not get the alert: allow_list, dedup, dedup_update, internal_rate_limit."""
 
 
+# Route selections kept per distinct (rule, priority, source, tags); cleared when full, which bounds memory
+# whatever rules arrive. A node's alerts come from a few dozen rules, so nearly every alert is a hit.
+_SELECTION_CACHE_MAX = 4096
+
+_Selection = tuple[list[str], dict[str, bool]]
+"""Names of the matching routes, and each of their outputs with whether a route marks suppressed alerts."""
+
+
 class Router:
     """Selects the outputs for an alert from every route it matches."""
 
     def __init__(self, routes: Sequence[RouteConfig]) -> None:
         self.routes = [CompiledRoute.compile(r) for r in routes]
+        # Without match expressions a route reads only the rule, priority, source and tags of an alert, so
+        # its selection can be kept by those four. Walking the routes cost more than the rest of dispatch.
+        self._cacheable = all(route.match is None for route in self.routes)
+        self._selections: dict[tuple[object, ...], _Selection] = {}
+        self._unannotated: dict[int, Plan] = {}
 
     def select(self, event: Event) -> tuple[list[str], list[str]]:
         """Return (outputs, names of matching routes); each output appears once, in route order."""
@@ -109,15 +122,45 @@ class Router:
         return outputs, matched
 
     def plan(self, event: Event, notifying: Collection[str]) -> Plan:
-        """Return where the alert goes once the policy annotations are applied per output."""
-        plan = Plan()
+        """Return where the alert goes once the policy annotations are applied per output.
+
+        The plan may be shared between alerts: callers read it and must not change it.
+        """
+        if not self._cacheable:
+            return self._apply(event, self._select(event), notifying)
+        tags = event.tags
+        key = (event.rule, event.priority_raw, event.source, tuple(tags) if tags is not None else None)
+        selection = self._selections.get(key)
+        if selection is None:
+            selection = self._select(event)
+            if len(self._selections) >= _SELECTION_CACHE_MAX:
+                self._selections.clear()
+                self._unannotated.clear()
+            self._selections[key] = selection
+        if event.annotations:
+            return self._apply(event, selection, notifying)
+        # Without annotations nothing is held back, so the plan depends on the selection alone. It is
+        # keyed by the selection's identity, which lives as long as the selection cache holds it.
+        plan = self._unannotated.get(id(selection))
+        if plan is None:
+            plan = self._unannotated[id(selection)] = self._apply(event, selection, notifying)
+        return plan
+
+    def _select(self, event: Event) -> _Selection:
+        routes: list[str] = []
         marks: dict[str, bool] = {}
         for route in self.routes:
             if not route.matches(event):
                 continue
-            plan.routes.append(route.name)
+            routes.append(route.name)
             for output in route.outputs:
                 marks[output] = marks.get(output, False) or route.suppressed == "mark"
+        return routes, marks
+
+    @staticmethod
+    def _apply(event: Event, selection: _Selection, notifying: Collection[str]) -> Plan:
+        routes, marks = selection
+        plan = Plan(routes=routes)
         for output, mark in marks.items():
             reason = held_back(event, notifies=output in notifying, mark_suppressed=mark)
             if reason is None:

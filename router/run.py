@@ -6,6 +6,7 @@ from pathlib import Path
 
 from router.app import RouterApp, StartupError
 from router.config import RouterConfig
+from router.gc_tuning import tune_for_throughput
 from router.logs import get_logger
 
 
@@ -20,4 +21,5 @@ async def run_daemon(config: RouterConfig, config_path: Path | None = None) -> i
         await app.shutdown(grace_s=0)
         return 1
     app.install_signal_handlers()
+    tune_for_throughput()
     return await app.run_until_stopped(config.shutdown.grace_s)

@@ -57,3 +57,48 @@ def test_alert_id_is_uuid4() -> None:
 def test_alert_ids_unique_across_blocks() -> None:
     ids = [new_alert_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2023-02-30T00:00:00.500000000Z",  # no such date
+        "2023-05-25T13:44:05.47844599xZ",  # a letter in the fraction
+        "2023-05-25T13:44:05.４78445995Z",  # a full-width digit: isdigit() accepts it, RFC 3339 does not
+        "2023-05-25T13:44:05.-78445995Z",
+    ],
+)
+def test_parse_time_falco_form_rejects_what_the_full_parse_rejects(text: str) -> None:
+    for _ in range(2):  # the second time, after any caching
+        with pytest.raises(InvalidAlert):
+            parse_time(text)
+
+
+def test_parse_time_falco_form_agrees_with_offset_form() -> None:
+    # The same instants written in Falco's form (the fast path) and with an offset (the full parse).
+    for second in range(0, 86_400 * 2, 3_599):  # 28 and 29 February of a leap year
+        falco_form = "2024-02-28T00:00:00.000000007Z"
+        moment = parse_time(falco_form) + second * 1_000_000_000
+        day, rest = divmod(second, 86_400)
+        hours, rest = divmod(rest, 3_600)
+        text = f"2024-02-{28 + day:02d}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.000000007Z"
+        offset = f"2024-02-{28 + day:02d}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.000000007+00:00"
+        assert parse_time(text) == parse_time(offset) == moment
+
+
+def test_forked_child_does_not_reuse_parent_ids() -> None:
+    import os  # noqa: PLC0415 - only this test forks
+
+    new_alert_id()  # fill the pool in the parent
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids and leave without running pytest's teardown
+        os.write(write_end, ",".join(new_alert_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(write_end)
+    child_ids = os.read(read_end, 1 << 16).decode().split(",")
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    parent_ids = [new_alert_id() for _ in range(10)]
+    assert len(child_ids) == 10
+    assert not set(child_ids) & set(parent_ids)

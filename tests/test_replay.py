@@ -79,3 +79,25 @@ def test_quickstart_routes_sample_alerts() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("HTTP 200") == 5
     assert "Terminal shell in container  uuid=" in result.stdout
+
+
+def test_replay_repairs_and_flags_invalid_utf8(tmp_path: Path) -> None:
+    alert = json.loads(corpus_lines()[0])
+    alert["output"] = "file opened: PLACEHOLDER"
+    line = json.dumps(alert, ensure_ascii=False).encode().replace(b"PLACEHOLDER", b"/tmp/\xff\xfe.bin")
+    source = tmp_path / "alerts.jsonl"
+    source.write_bytes(line + b"\n" + corpus_lines()[1].encode() + b"\n")
+    result, delivered = replay(tmp_path, source)
+    assert result.returncode == 0, result.stderr
+    assert delivered[0]["output"] == "file opened: /tmp/\ufffd\ufffd.bin"
+    assert delivered[0]["router"]["flags"] == ["utf8_repaired"]
+    assert "flags" not in delivered[1].get("router", {})
+
+
+def test_replay_reports_a_line_that_is_not_json(tmp_path: Path) -> None:
+    source = tmp_path / "alerts.jsonl"
+    source.write_bytes(b'{"rule": "r", \xff\n' + corpus_lines()[0].encode() + b"\n")
+    result, delivered = replay(tmp_path, source)
+    assert result.returncode == 1
+    assert len(delivered) == 1
+    assert "line 1:" in result.stderr

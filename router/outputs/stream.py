@@ -12,9 +12,9 @@ from router.event import Event
 from router.outputs.base import DeliveryError, Output, OutputStartError, RetriableError
 
 
-def json_line(event: Event) -> bytes:
-    """Return the alert as one JSON line; JSON escaping keeps newlines in values inside the line."""
-    return event.to_json() + b"\n"
+def json_lines(events: Sequence[Event]) -> bytes:
+    """Return the alerts as JSON lines; JSON escaping keeps newlines in values inside each line."""
+    return b"\n".join([e.to_json() for e in events]) + b"\n"
 
 
 class StdoutOutput(Output):
@@ -39,7 +39,7 @@ class StdoutOutput(Output):
 
     async def _write(self, events: Sequence[Event]) -> None:
         try:
-            self._stream.write(b"".join(json_line(e) for e in events))
+            self._stream.write(json_lines(events))
             self._stream.flush()
         except OSError as exc:
             raise RetriableError("write_failed", exc.strerror or str(exc)) from exc
@@ -74,7 +74,7 @@ class FileOutput(Output):
     async def _append(self, events: Sequence[Event]) -> None:
         assert self._file is not None, "start() was not called"
         try:
-            self._file.write(b"".join(json_line(e) for e in events))
+            self._file.write(json_lines(events))
             self._file.flush()
             if self.config.fsync:
                 await asyncio.to_thread(os.fsync, self._file.fileno())
