@@ -60,3 +60,45 @@ def test_outputs_of_all_matching_routes_each_once() -> None:
     outputs, matched = Router(routes).select(parse_alert(cases("C01")[0]["event"]))
     assert outputs == ["kafka", "slack", "webhook"]
     assert matched == ["a", "b"]
+
+
+def _alert(rule: str, tags: list[str] | None = None, **fields: object) -> dict:
+    alert: dict = {"rule": rule, "priority": "Warning", "time": "2024-01-01T00:00:00.000000000Z"}
+    if tags is not None:
+        alert["tags"] = tags
+    alert["output_fields"] = fields
+    return alert
+
+
+def test_cached_selection_tells_tags_apart() -> None:
+    router = Router([route(tags=["mitre_execution"])])
+    for _ in range(2):  # the second round is answered from the cache
+        assert router.plan(parse_alert(_alert("r", ["mitre_execution"])), ()).outputs == ["o"]
+        assert router.plan(parse_alert(_alert("r", ["container"])), ()).outputs == []
+        assert router.plan(parse_alert(_alert("r")), ()).outputs == []
+
+
+def test_match_expression_is_evaluated_for_every_alert() -> None:
+    router = Router([route(match="proc.name == nc")])
+    for _ in range(2):
+        assert router.plan(parse_alert(_alert("r", **{"proc.name": "nc"})), ()).outputs == ["o"]
+        assert router.plan(parse_alert(_alert("r", **{"proc.name": "bash"})), ()).outputs == []
+
+
+def test_annotations_still_hold_back_after_a_cached_plain_plan() -> None:
+    router = Router([route()])
+    assert router.plan(parse_alert(_alert("r")), {"o"}).outputs == ["o"]
+    suppressed = parse_alert(_alert("r"))
+    suppressed.annotations["suppressed"] = {"entries": ["known-scanner"]}
+    plan = router.plan(suppressed, {"o"})
+    assert plan.outputs == []
+    assert plan.held == {"o": "allow_list"}
+    assert router.plan(parse_alert(_alert("r")), {"o"}).outputs == ["o"]
+
+
+def test_selection_cache_stays_correct_past_its_bound() -> None:
+    router = Router([route(rules=["keep *"])])
+    for number in range(10_000):
+        rule = f"keep {number}" if number % 2 else f"drop {number}"
+        assert router.plan(parse_alert(_alert(rule)), ()).outputs == (["o"] if number % 2 else [])
+    assert len(router._selections) <= 4096
