@@ -60,10 +60,12 @@ async def replay_file(config: RouterConfig, path: Path, app: RouterApp | None = 
         batch: list[Event] = []
         with _open(path) as stream:
             for number, line in enumerate(stream, start=1):
-                text = line.strip()
-                if not text.startswith(b"{"):
-                    summary.skipped += bool(text)
-                    continue
+                text = line
+                if not line.startswith(b"{"):  # the parser takes the trailing newline: no copy without it
+                    text = line.strip()
+                    if not text.startswith(b"{"):
+                        summary.skipped += bool(text)
+                        continue
                 try:
                     document, repaired = _parse_line(text)
                     event = parse_alert(document, transport="replay")

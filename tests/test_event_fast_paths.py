@@ -102,3 +102,31 @@ def test_forked_child_does_not_reuse_parent_ids() -> None:
     parent_ids = [new_alert_id() for _ in range(10)]
     assert len(child_ids) == 10
     assert not set(child_ids) & set(parent_ids)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"rule":"r","output_fields":{"evt.num":123456789012345678901}}',
+        b'{"rule":"r","tags":["a"],"count":123456789012345678901}',
+        b'{"rule":"r","tags":[123456789012345678901]}',
+        b'{"rule":"r","output_fields":{"nested":{"n":123456789012345678901}}}',
+        b'{"rule":"r","output_fields":{"list":[1,123456789012345678901]}}',
+        b'{"rule":"r","extra":{"n":123456789012345678901},"output_fields":{}}',
+        b'{"rule":"r","extra":[123456789012345678901],"tags":[]}',
+        b'[{"rule":"r","output_fields":{"n":-123456789012345678901}}]',
+        b'{"rule":"r","output_fields":{"ratio":0.5,"n":123456789012345678901}}',
+    ],
+)
+def test_loads_keeps_long_integers_wherever_they_sit(body: bytes) -> None:
+    import json  # noqa: PLC0415 - the reference parser of this test only
+
+    assert loads(body) == json.loads(body)
+    assert "123456789012345678901" in repr(loads(body))
+
+
+def test_loads_keeps_ordinary_floats() -> None:
+    assert loads(b'{"rule":"r","output_fields":{"ratio":0.5,"big":1e25}}') == {
+        "rule": "r",
+        "output_fields": {"ratio": 0.5, "big": 1e25},
+    }
