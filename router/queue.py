@@ -116,17 +116,20 @@ class MemoryQueue:
         """
         size = delivery.size_bytes = len(delivery.event.to_json())
         dropped: Delivery | None = None
-        if self.overflow != "reject":
-            while self._items and self._over_limit(size):
+        items = self._items
+        if not items:
+            # The delivery loop waits only on an empty queue, so only the first alert needs to wake it.
+            self._ready.set()
+        elif self.overflow != "reject":
+            while items and self._over_limit(size):
                 victim = self._items.popleft()
                 self._bytes -= victim.size_bytes
                 if dropped is None:
                     dropped = victim
                 elif self._report_drop is not None:
                     self._report_drop(self.name, "queue_full", victim.event.id, victim.event.rule)
-        self._items.append(delivery)
+        items.append(delivery)
         self._bytes += size
-        self._ready.set()
         return dropped
 
     def _over_limit(self, incoming: int) -> bool:
