@@ -12,11 +12,11 @@ import asyncio
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from router.event import Event
 from router.logs import get_logger
-from router.metrics import Metrics
+from router.metrics import Metrics, Tally
 from router.queue import Delivery, OutputQueue, drop_reporter
 from router.routing import Plan, Router
 
@@ -86,12 +86,9 @@ class Pipeline:
         """Called with each processed alert before routing; they read it and must not change or block it."""
         self.notifying: frozenset[str] = frozenset()
         """Outputs that page people; the policy annotations hold alerts back from them (see routing.held_back)."""
-        # Looking up a labelled child costs more than the increment, so each route's counter is kept. The
-        # router can be replaced on reload, so children are added on first use rather than all up front.
-        self._routed: dict[str, Any] = {}
-        # Routed alerts counted per burst and added to the counters once at its end: the counter's lock
-        # cost more than the rest of the count.
-        self._routed_pending: dict[str, int] = {}
+        # Looking up a labelled child and taking its lock cost more than the count, so each route has a
+        # tally. The router can be replaced on reload, so they are added on first use, not all up front.
+        self._routed: dict[str, Tally] = {}
 
     def submit(self, events: Sequence[Event]) -> None:
         """Queue alerts for processing, all or none; raises ``Backpressure`` when there is no room."""
@@ -133,7 +130,6 @@ class Pipeline:
                     self._process(event)
             finally:
                 self._busy -= 1
-                self._count_routed()
         else:
             self.submit(events)
         if self.journal is not None:
@@ -166,7 +162,6 @@ class Pipeline:
             finally:
                 self._busy -= 1
                 self._room.set()
-                self._count_routed()
 
     def _process(self, event: Event) -> None:
         for index, stage in enumerate(self.stages):
@@ -177,7 +172,7 @@ class Pipeline:
                 task.add_done_callback(self._waiting.discard)
                 return
             event = result
-        self._dispatch(event)
+        self.dispatch(event)
 
     async def _finish_later(self, pending: Awaitable[Event], next_stage: int) -> None:
         event = await pending
@@ -188,11 +183,6 @@ class Pipeline:
 
     def dispatch(self, event: Event) -> None:
         """Route one processed alert and put it on each selected output queue."""
-        self._dispatch(event)
-        self._count_routed()
-
-    def _dispatch(self, event: Event) -> None:
-        # The run loop's version: the routed counters are updated at the end of the burst.
         for observer in self.observers:
             try:
                 observer(event)
@@ -209,9 +199,11 @@ class Pipeline:
             if self.journal is not None:
                 self.journal.routed(event, ())
             return
-        pending = self._routed_pending
         for route in plan.routes:
-            pending[route] = pending.get(route, 0) + 1
+            tally = self._routed.get(route)
+            if tally is None:
+                tally = self._routed[route] = self.metrics.tally(self.metrics.alerts_routed.labels(route))
+            tally.inc()
         for name, reason in plan.held.items():
             self.metrics.policy_held_back.labels(name, reason).inc()
         placed: list[tuple[str, Delivery]] = []
@@ -223,14 +215,6 @@ class Pipeline:
                 self._report_drop(name, "queue_full", dropped.event.id, dropped.event.rule)
         if self.journal is not None:
             self.journal.routed(event, placed)
-
-    def _count_routed(self) -> None:
-        for route, count in self._routed_pending.items():
-            counter = self._routed.get(route)
-            if counter is None:
-                counter = self._routed[route] = self.metrics.alerts_routed.labels(route)
-            counter.inc(count)
-        self._routed_pending.clear()
 
     def is_idle(self) -> bool:
         """Tell whether nothing is waiting in the pipeline or on any output queue."""

@@ -185,9 +185,9 @@ class KubernetesStage:
     def __init__(self, enrichment: KubernetesEnrichment) -> None:
         self.enrichment = enrichment
         self.cache = enrichment.cache
-        # Resolved once: labels() takes a lock and a dict lookup that would otherwise run per alert.
-        counter = enrichment.metrics.k8s_lookups
-        self._counted = {result: counter.labels(result) for result in LOOKUP_RESULTS}
+        # Resolved once and tallied: labels() and inc() each take a lock that would otherwise run per alert.
+        metrics = enrichment.metrics
+        self._counted = {result: metrics.tally(metrics.k8s_lookups.labels(result)) for result in LOOKUP_RESULTS}
         self.wait_s = enrichment.config.pod_wait_s
         # Built enrichment.k8s documents by (pod, status, container key), so alerts of one pod share one
         # dict instead of building twelve keys each time. An entry holds the inputs it was built from and

@@ -38,7 +38,7 @@ class HttpIngest:
         self.metrics = metrics
         self.health = health
         self.log = get_logger("ingest.http")
-        self._received_total = metrics.alerts_received.labels(TRANSPORT)
+        self._received_total = metrics.tally(metrics.alerts_received.labels(TRANSPORT))
         self._runner: web.AppRunner | None = None
         self._refused = 0
         self._refused_logged_at = -REFUSED_LOG_INTERVAL_S
