@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from bench import e2e, grpc_ingest, http_ingest, memory, replay
+from bench import e2e, grpc_ingest, http_ingest, memory, replay, replay_instructions
 from bench.common import Options, Result, Skipped, machine, uvloop_available
 from bench.report import write_doc, write_json, write_plot
 
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[Options], Result]] = {
     "grpc": grpc_ingest.run,
     "e2e": e2e.run,
     "replay": replay.run,
+    "replay_instructions": replay_instructions.run,
     "memory": memory.run,
 }
 

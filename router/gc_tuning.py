@@ -1,9 +1,9 @@
 """Garbage collector settings for a process that handles thousands of alerts per second.
 
-Each alert allocates a few dicts and lists, so CPython's default threshold (a young collection every 700
-container allocations) ran a collection every few dozen alerts, and each older collection walked every
+Each alert allocates a few dicts and lists. With CPython's default threshold, a young collection every 700
+container allocations, a collection ran every few dozen alerts. Each older collection also walked every
 object alive since start-up: modules, the config, compiled rules, the Kubernetes cache. Replaying 200,000
-alerts spent about 2.5 µs per alert there, an eighth of the pipeline's cost.
+alerts spent about 2.5 µs per alert in the collector, an eighth of the pipeline's cost.
 
 Alerts are freed by reference counting as soon as every output has them; the collector only matters for
 the rare reference cycles (a failed task and its traceback, for example), which a larger threshold still

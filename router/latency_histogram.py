@@ -30,7 +30,7 @@ class LatencyChild:
     def __init__(self, bounds: list[float]) -> None:
         self._bounds = bounds
         self.counts = [0] * len(bounds)
-        """Observations per bucket, not cumulative: counts[i] holds values above bounds[i-1], up to bounds[i]."""
+        """Observations per bucket, not cumulative: counts[i] counts values above bounds[i-1], up to bounds[i]."""
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
