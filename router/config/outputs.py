@@ -110,7 +110,23 @@ class KafkaOutputConfig(_OutputBase):
     max_message_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest message produced; a larger alert is dead-lettered."
     )
-    linger_ms: int = Field(default=5, ge=0, description="Time a batch may wait for more messages.")
+    max_batch_bytes: int = Field(
+        default=524_288,
+        ge=1024,
+        description=(
+            "Largest record batch sent to one partition in one request. Keep it under the topic's"
+            " max.message.bytes, because the broker rejects a larger batch and its alerts are dead-lettered."
+        ),
+    )
+    linger_ms: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Time aiokafka holds a batch before sending it. The router already hands over every queued alert"
+            " (up to 500) at once and waits for the acknowledgement before the next batch, so a linger only"
+            " adds latency."
+        ),
+    )
     sasl: KafkaSaslConfig | None = Field(default=None, description="SASL authentication.")
     tls: TlsClientConfig | None = Field(default=None, description="TLS to the brokers.")
 
