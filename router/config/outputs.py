@@ -166,8 +166,26 @@ class SlackOutputConfig(_OutputBase):
         return self
 
 
+class WebhookBatchConfig(StrictModel):
+    """Several alerts per request, for receivers that accept them."""
+
+    max_alerts: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Maximum alerts per request. A request carries the alerts queued at the time, up to this number.",
+    )
+    format: Literal["json_array", "json_lines"] = Field(
+        default="json_array",
+        description=(
+            "Request body. json_array: a JSON array of alerts (application/json). json_lines: one alert per"
+            " line (application/x-ndjson)."
+        ),
+    )
+
+
 class WebhookOutputConfig(_OutputBase):
-    """Send each alert as a JSON body to an HTTP endpoint."""
+    """Send each alert as a JSON body to an HTTP endpoint, or several alerts per request when batch is set."""
 
     type: Literal["webhook"]
     url: HttpUrl = Field(description="Endpoint URL.")
@@ -183,6 +201,13 @@ class WebhookOutputConfig(_OutputBase):
         description=(
             "HMAC-SHA256 key: when set, each request carries X-Falco-Router-Timestamp and "
             "X-Falco-Router-Signature: sha256=<hex of HMAC(key, timestamp + '.' + body)>."
+        ),
+    )
+    batch: WebhookBatchConfig | None = Field(
+        default=None,
+        description=(
+            "Send several alerts per request. null: one alert per request with the alert JSON as the body,"
+            " as falcosidekick's webhook output does."
         ),
     )
 
