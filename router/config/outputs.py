@@ -110,7 +110,23 @@ class KafkaOutputConfig(_OutputBase):
     max_message_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest message produced; a larger alert is dead-lettered."
     )
-    linger_ms: int = Field(default=5, ge=0, description="Time a batch may wait for more messages.")
+    max_batch_bytes: int = Field(
+        default=524_288,
+        ge=1024,
+        description=(
+            "Largest record batch sent to one partition in one request. Keep it under the topic's"
+            " max.message.bytes, because the broker rejects a larger batch and its alerts are dead-lettered."
+        ),
+    )
+    linger_ms: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Time aiokafka holds a batch before sending it. The router already hands over every queued alert"
+            " (up to 500) at once and waits for the acknowledgement before the next batch, so a linger only"
+            " adds latency."
+        ),
+    )
     sasl: KafkaSaslConfig | None = Field(default=None, description="SASL authentication.")
     tls: TlsClientConfig | None = Field(default=None, description="TLS to the brokers.")
 
@@ -150,8 +166,26 @@ class SlackOutputConfig(_OutputBase):
         return self
 
 
+class WebhookBatchConfig(StrictModel):
+    """Several alerts per request, for receivers that accept them."""
+
+    max_alerts: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Maximum alerts per request. A request carries the alerts queued at the time, up to this number.",
+    )
+    format: Literal["json_array", "json_lines"] = Field(
+        default="json_array",
+        description=(
+            "Request body. json_array: a JSON array of alerts (application/json). json_lines: one alert per"
+            " line (application/x-ndjson)."
+        ),
+    )
+
+
 class WebhookOutputConfig(_OutputBase):
-    """Send each alert as a JSON body to an HTTP endpoint."""
+    """Send each alert as a JSON body to an HTTP endpoint, or several alerts per request when batch is set."""
 
     type: Literal["webhook"]
     url: HttpUrl = Field(description="Endpoint URL.")
@@ -167,6 +201,13 @@ class WebhookOutputConfig(_OutputBase):
         description=(
             "HMAC-SHA256 key: when set, each request carries X-Falco-Router-Timestamp and "
             "X-Falco-Router-Signature: sha256=<hex of HMAC(key, timestamp + '.' + body)>."
+        ),
+    )
+    batch: WebhookBatchConfig | None = Field(
+        default=None,
+        description=(
+            "Send several alerts per request. null: one alert per request with the alert JSON as the body,"
+            " as falcosidekick's webhook output does."
         ),
     )
 

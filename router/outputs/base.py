@@ -51,8 +51,8 @@ class Output(abc.ABC):
     type_name: ClassVar[str]
     notifies: ClassVar[bool] = False
     """True for outputs that page people (Slack, webhooks): allow-list and dedup hold alerts back from them."""
-    max_batch: ClassVar[int] = 1
-    """How many alerts the delivery loop hands to ``send_batch`` at once."""
+    max_batch: int = 1
+    """How many alerts the delivery loop hands to ``send_batch`` at once. An output may set it per instance."""
 
     def __init__(self, name: str, config: Any) -> None:
         self.name = name

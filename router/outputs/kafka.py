@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -38,11 +39,13 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
     UnsupportedVersionError,
 )
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from router.config.outputs import KafkaOutputConfig
 from router.event import Event
 from router.outputs.base import DeliveryError, Output, OutputStartError, PermanentError, RetriableError
-from router.outputs.kafka_record import build_record
+from router.outputs.kafka_record import KafkaRecord, build_record
 
 _AUTH_ERRORS = (
     AuthenticationFailedError,
@@ -88,6 +91,7 @@ def producer_options(config: KafkaOutputConfig) -> dict[str, Any]:
         "enable_idempotence": config.enable_idempotence,
         "compression_type": None if config.compression == "none" else config.compression,
         "linger_ms": config.linger_ms,
+        "max_batch_size": config.max_batch_bytes,
         "request_timeout_ms": int(config.request_timeout_s * 1000),
         "max_request_size": config.max_message_bytes,
     }
@@ -107,6 +111,48 @@ def producer_options(config: KafkaOutputConfig) -> dict[str, Any]:
 def _discard_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+_PARTITIONER = DefaultPartitioner()
+"""aiokafka's partitioner for ``producer.send()``, which this output no longer calls but whose choice it keeps."""
+
+
+@dataclass(slots=True)
+class _RecordBatch:
+    """One aiokafka record batch of a ``send_batch`` call, and the alerts in it."""
+
+    partition: int
+    sequence: int
+    """0 for the first batch of its partition in the call, 1 for the second, and so on."""
+    builder: Any
+    indices: list[int] = field(default_factory=list)
+    future: asyncio.Future[Any] | None = None
+
+    def append(self, index: int, record: KafkaRecord) -> bool:
+        """Append the record of alert ``index``, or return False when the batch is full."""
+        metadata = self.builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+        if metadata is None:
+            return False
+        self.indices.append(index)
+        return True
+
+
+def _fail_later_alerts_of_failed_partitions(
+    results: list[DeliveryError | None], partitions: list[int | None]
+) -> list[DeliveryError | None]:
+    """Mark failed, in place, the delivered alerts that follow a retriable failure in the same partition.
+
+    A partition of None (not known because the call failed early) counts as every partition.
+    """
+    failed: set[int | None] = set()
+    for index, error in enumerate(results):
+        partition = partitions[index]
+        if error is not None:
+            if error.retriable:
+                failed.add(partition)
+        elif partition in failed or None in failed:
+            results[index] = RetriableError("ordering", "an earlier alert of the same partition failed")
+    return results
 
 
 class KafkaOutput(Output):
@@ -178,9 +224,12 @@ class KafkaOutput(Output):
     async def send_batch(self, events: Sequence[Event]) -> list[DeliveryError | None]:
         """Produce every alert, then wait for every acknowledgement within ``request_timeout_s``.
 
-        Messages of one key go to one partition, and aiokafka keeps one request in flight per partition, so
-        they are written in order. When one of them fails, the later ones of the same partition are reported
-        failed too, so that the retry writes them again after it rather than leaving them before it.
+        The alerts go to aiokafka as record batches, one or more per partition, built here instead of one
+        ``producer.send()`` per alert, because that call costs a coroutine, a future and a metadata check
+        per alert. Messages of one key go to one partition, and aiokafka keeps one request in flight per
+        broker, so they are written in order. When one of them fails, the later ones of the same partition
+        are reported failed too, so that the retry writes them again after it rather than leaving them
+        before it.
         """
         if self._producer is None:
             try:
@@ -189,37 +238,80 @@ class KafkaOutput(Output):
                 return [exc] * len(events)
             self.unavailable_reason = None
         assert self._producer is not None
+        producer = self._producer
         results: list[DeliveryError | None] = [None] * len(events)
-        futures: dict[int, asyncio.Future[Any]] = {}
+        partitions: list[int | None] = [None] * len(events)
+        batches: list[_RecordBatch] = []
+        unsent: DeliveryError = RetriableError("timeout", f"not sent within {self.config.request_timeout_s} s")
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
-                for index, event in enumerate(events):
-                    record = build_record(event, self.config.key_field)
-                    try:
-                        futures[index] = await self._producer.send(
-                            self.config.topic, value=record.value, key=record.key, headers=record.headers
+                try:
+                    batches = await self._build_batches(producer, events, results, partitions)
+                    # The first batch of every partition before the second of any, because aiokafka waits
+                    # until a partition's previous batch is sent before it takes the next one.
+                    for batch in sorted(batches, key=lambda b: b.sequence):
+                        batch.future = await producer.send_batch(
+                            batch.builder, self.config.topic, partition=batch.partition
                         )
-                    except KafkaError as exc:
-                        results[index] = delivery_error(exc)
+                except KafkaError as exc:
+                    unsent = delivery_error(exc)
+                futures = [batch.future for batch in batches if batch.future is not None]
                 if futures:
-                    await asyncio.wait(futures.values())
+                    await asyncio.wait(futures)
         except TimeoutError:
             pass
-        partitions: dict[int, int] = {}
-        failed_partitions: set[int] = set()
-        for index, future in futures.items():
-            results[index] = self._result_of(future)
-            if future.done() and not future.cancelled() and future.exception() is None:
-                partitions[index] = future.result().partition
+        built = set()
+        for batch in batches:
+            outcome = unsent if batch.future is None else self._result_of(batch.future)
+            for index in batch.indices:
+                results[index] = outcome
+            built.update(batch.indices)
         for index in range(len(events)):
-            partition = partitions.get(index)
-            error = results[index]
-            if error is not None:
-                if error.retriable:
-                    failed_partitions.add(partition if partition is not None else -1)
-            elif partition in failed_partitions or -1 in failed_partitions:
-                results[index] = RetriableError("ordering", "an earlier alert of the same partition failed")
-        return results
+            if results[index] is None and index not in built:
+                results[index] = unsent
+        return _fail_later_alerts_of_failed_partitions(results, partitions)
+
+    async def _build_batches(
+        self,
+        producer: AIOKafkaProducer,
+        events: Sequence[Event],
+        results: list[DeliveryError | None],
+        partitions: list[int | None],
+    ) -> list[_RecordBatch]:
+        """Append each alert to a record batch of its partition, and fill in ``partitions`` and ``results``.
+
+        The partition of a key is the one aiokafka's default partitioner picks (murmur2 of the key, as
+        the Java client does), so a key keeps the partition it had with ``producer.send()``. Alerts
+        without a key all go to one partition picked at random per call, rather than one random partition
+        per alert, which would split the call into small batches.
+        """
+        topic = self.config.topic
+        all_partitions = sorted(await producer.partitions_for(topic))
+        available = list(producer.client.cluster.available_partitions_for_topic(topic))
+        partition_of_key: dict[bytes | None, int] = {None: _PARTITIONER(None, all_partitions, available)}
+        open_batches: dict[int, _RecordBatch] = {}
+        batches: list[_RecordBatch] = []
+        for index, event in enumerate(events):
+            record = build_record(event, self.config.key_field)
+            partition = partition_of_key.get(record.key)
+            if partition is None:
+                partition = _PARTITIONER(record.key, all_partitions, available)
+                partition_of_key[record.key] = partition
+            partitions[index] = partition
+            # The same check as producer.send(), which the batch API skips.
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, record.headers)
+            if size > self.config.max_message_bytes:
+                detail = f"the record is {size} bytes, above max_message_bytes {self.config.max_message_bytes}"
+                results[index] = PermanentError("message_too_large", detail)
+                continue
+            batch = open_batches.get(partition)
+            if batch is None or not batch.append(index, record):
+                sequence = batch.sequence + 1 if batch is not None else 0
+                batch = _RecordBatch(partition, sequence, producer.create_batch())
+                open_batches[partition] = batch
+                batches.append(batch)
+                batch.append(index, record)  # the first record of a batch always fits
+        return batches
 
     def _result_of(self, future: asyncio.Future[Any]) -> DeliveryError | None:
         if not future.done():

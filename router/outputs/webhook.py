@@ -1,4 +1,7 @@
-"""Webhook output: send each alert as a JSON body to an HTTP endpoint.
+"""Webhook output: send each alert as a JSON body to an HTTP endpoint, or several alerts per request.
+
+With ``batch`` set, one request carries up to ``batch.max_alerts`` alerts, and its response decides
+for all of them: a failed request is retried as a whole.
 
 Classification of responses::
 
@@ -14,16 +17,17 @@ Classification of responses::
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import aiohttp
+from yarl import URL
 
 from router.config.outputs import WebhookOutputConfig
 from router.event import Event
 from router.outputs.base import DeliveryError, Output, OutputStartError, PermanentError, RetriableError
 from router.outputs.slack import retry_after_s
-from router.outputs.webhook_request import build_request
+from router.outputs.webhook_request import WebhookRequest, build_batch_request, build_request
 
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
@@ -41,7 +45,7 @@ def classify(status: int, headers: Mapping[str, str] | None = None) -> DeliveryE
 
 
 class WebhookOutput(Output):
-    """Sends each alert as one HTTP request over a reused connection pool."""
+    """Sends each alert, or each batch of alerts, as one HTTP request over a reused connection pool."""
 
     type_name = "webhook"
     notifies = True
@@ -49,6 +53,10 @@ class WebhookOutput(Output):
     def __init__(self, name: str, config: WebhookOutputConfig) -> None:
         super().__init__(name, config)
         self.config: WebhookOutputConfig = config
+        if config.batch is not None:
+            self.max_batch = config.batch.max_alerts
+        # Parsed once: aiohttp would parse a string URL again on every request.
+        self._url = URL(str(config.url))
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] = {}
         self._signing_key: bytes | None = None
@@ -77,12 +85,36 @@ class WebhookOutput(Output):
         )
 
     async def send(self, event: Event) -> None:
+        if self.config.batch is not None:
+            (error,) = await self.send_batch([event])
+            if error is not None:
+                raise error
+            return
+        await self._post(build_request(event, self._headers, signing_key=self._signing_key, now_s=int(time.time())))
+
+    async def send_batch(self, events: Sequence[Event]) -> list[DeliveryError | None]:
+        """Send the alerts one request each or, with ``batch`` set, in one request that succeeds or fails for all."""
+        if self.config.batch is None:
+            return await super().send_batch(events)
+        request = build_batch_request(
+            events,
+            self._headers,
+            body_format=self.config.batch.format,
+            signing_key=self._signing_key,
+            now_s=int(time.time()),
+        )
+        try:
+            await self._post(request)
+        except DeliveryError as exc:
+            return [exc] * len(events)
+        return [None] * len(events)
+
+    async def _post(self, request: WebhookRequest) -> None:
         assert self._session is not None, "start() was not called"
-        request = build_request(event, self._headers, signing_key=self._signing_key, now_s=int(time.time()))
         try:
             async with self._session.request(
                 self.config.method,
-                str(self.config.url),
+                self._url,
                 data=request.body,
                 headers=request.headers,
                 allow_redirects=False,
