@@ -192,6 +192,8 @@ class OutputWorker:
 
     async def _attempt(self, pending: list[Delivery]) -> list[DeliveryError | None]:
         events = [d.event for d in pending]
+        if not self.output.waits_on_io:
+            return await self.output.send_batch(events)
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
                 return await self.output.send_batch(events)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from structlog.testing import capture_logs
 
-from router.event import loads, parse_alert
+from router import delivery
+from router.event import Event, loads, parse_alert
 from router.outputs.base import PermanentError, RetriableError
 from tests.support.collect import CollectingOutput
 from tests.support.data import corpus_lines
@@ -227,3 +229,59 @@ async def test_memory_queue_byte_limit_drops_and_counts_oldest() -> None:
     ids = [e.id for e in batch]
     # The oldest queued alerts go first; alert 0 may already be in flight, so the run starts at 0 or 1.
     assert dropped in (ids[: int(lost)], ids[1 : 1 + int(lost)])
+
+
+class _HangingOutput(CollectingOutput):
+    """Hangs on its first attempt, as an output whose own timeout failed would."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.hang = True
+
+    async def send(self, event: Event) -> None:
+        if self.hang:
+            self.hang = False
+            self.attempts.append(event.id)
+            await asyncio.sleep(3600)
+        await super().send(event)
+
+
+async def test_hung_attempt_cut_by_safety_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "ATTEMPT_TIMEOUT_S", 0.05)
+    hanging, steady = _HangingOutput("flaky"), CollectingOutput("steady")
+    async with running_router(TWO_OUTPUTS, {"flaky": hanging, "steady": steady}) as app:
+        event = alerts(1)[0]
+        app.pipeline.submit([event])
+        await hanging.wait_for(1)
+    assert hanging.attempts == [event.id, event.id]
+    assert app.metrics.sample("output_retries_total", output="flaky", reason="timeout") == 1
+
+
+class _YieldingOutput(CollectingOutput):
+    """Yields to the event loop once per alert, where a pending timeout would cancel it."""
+
+    async def send(self, event: Event) -> None:
+        await asyncio.sleep(0)
+        await super().send(event)
+
+
+async def test_output_that_never_waits_skips_safety_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A zero timeout fails every attempt that goes through it (checked by the first half).
+    monkeypatch.setattr(delivery, "ATTEMPT_TIMEOUT_S", 0.0)
+    probe, steady = _YieldingOutput("flaky"), CollectingOutput("steady")
+    async with running_router(TWO_OUTPUTS, {"flaky": probe, "steady": steady}) as app:
+        app.pipeline.submit(alerts(1))
+        await steady.wait_for(1)
+        for _ in range(100):
+            if app.metrics.sample("output_retries_total", output="flaky", reason="timeout"):
+                break
+            await asyncio.sleep(0.01)
+        assert app.metrics.sample("output_retries_total", output="flaky", reason="timeout") >= 1
+
+    flaky, steady = _YieldingOutput("flaky"), CollectingOutput("steady")
+    flaky.waits_on_io = False
+    async with running_router(TWO_OUTPUTS, {"flaky": flaky, "steady": steady}) as app:
+        app.pipeline.submit(alerts(3))
+        await flaky.wait_for(3)
+    assert len(flaky.attempts) == 3
+    assert app.metrics.sample("output_retries_total", output="flaky", reason="timeout") == 0

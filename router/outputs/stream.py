@@ -22,6 +22,7 @@ class StdoutOutput(Output):
 
     type_name = "stdout"
     max_batch = 512
+    waits_on_io = False
 
     def __init__(self, name: str, config: Any, stream: BinaryIO | None = None) -> None:
         super().__init__(name, config)
@@ -54,6 +55,7 @@ class FileOutput(Output):
     def __init__(self, name: str, config: Any) -> None:
         super().__init__(name, config)
         self._file: BinaryIO | None = None
+        self.waits_on_io = bool(config.fsync)  # fsync runs in a thread and can take long on network storage
 
     async def start(self) -> None:
         try:
