@@ -43,12 +43,11 @@ _TIME_RE: Final = re.compile(
 # with a run of 20 or more digits is parsed by the standard library, which keeps any integer exact.
 # The run is found by mapping every ASCII digit to "0" and everything else to a space, then searching
 # for twenty zeros: two C passes, about 15 times faster than the regular expression \d{20} on a
-# 1 KiB alert, which retries at each digit of every long number. Still, the mapping costs about ten
-# instructions a byte, so it runs only when orjson's result holds a float, the only form such an
-# integer can take, or nesting deeper than an alert's own (see _may_hold_long_integer).
+# 1 KiB alert, which retries at each digit of every long number.
+# NOTE: checking orjson's result for floats instead, and scanning only then, was measured slower
+# (3.6 against 3.3 µs per corpus alert): the type checks cost more than the two C passes.
 _DIGITS_AS_ZEROS: Final = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
 _LONG_DIGITS: Final = b"0" * 20
-_SCALARS: Final = frozenset((str, int, bool, type(None)))
 
 
 # A random (version 4) UUID per alert. uuid.uuid4() makes one getrandom system call per id and builds a
@@ -218,37 +217,9 @@ def loads(body: bytes | str) -> Any:
     nothing the router accepts makes its outputs write JSON that strict consumers reject.
     """
     raw = body.encode() if isinstance(body, str) else body
-    document = orjson.loads(raw)
-    if _may_hold_long_integer(document) and _LONG_DIGITS in raw.translate(_DIGITS_AS_ZEROS):
+    if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZEROS):
         return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    return document
-
-
-def _may_hold_long_integer(document: Any) -> bool:
-    """Tell whether orjson may have turned an integer of 20 or more digits into a float.
-
-    Only a float can be such an integer. An alert is an object whose values are scalars, except
-    output_fields (an object of scalars) and tags (a list of strings). For that shape the value types
-    are collected in C, which is much cheaper than scanning the body; any other shape (an array of
-    alerts, deeper nesting) is answered with True, and the body is scanned.
-    """
-    if type(document) is not dict:
-        return True
-    top = list(map(type, document.values()))
-    if float in top:
-        return True
-    containers = 0
-    fields = document.get("output_fields")
-    if type(fields) is dict:
-        if not set(map(type, fields.values())) <= _SCALARS:
-            return True
-        containers += 1
-    tags = document.get("tags")
-    if type(tags) is list:
-        if not set(map(type, tags)) <= _SCALARS:
-            return True
-        containers += 1
-    return top.count(dict) + top.count(list) != containers
+    return orjson.loads(raw)
 
 
 # Seconds since the epoch by time string without its fraction. Alerts of one burst share their second,
