@@ -211,7 +211,7 @@ class GrpcIngest:
         """Convert each response of one call and hand the alerts to the pipeline in batches.
 
         Each hand-over wakes the pipeline task and the output workers once and makes one write per
-        output, so a batch costs far less per alert than single alerts do. A batch goes to the pipeline
+        output, so a batch costs less per alert than single alerts do (docs/benchmarks.md). A batch goes to the pipeline
         when it has ``BATCH_MAX_ALERTS`` alerts or ``BATCH_LINGER_S`` after its first alert. The linger
         adds at most that much to an alert's latency, small beside the ``poll_interval_s`` for which
         Falco itself keeps alerts queued between two polls.
