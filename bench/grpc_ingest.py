@@ -31,6 +31,9 @@ from bench.routerproc import null_output_config, start_router
 ALERTS = 200_000
 WARMUP_ALERTS = 1000
 POLL_S = 0.02
+COARSE_POLL_S = 0.25
+"""Interval of the /metrics reads until about ``FINE_POLL_WINDOW_S`` before the last alert is expected."""
+FINE_POLL_WINDOW_S = 1.0
 TIMEOUT_S = 300.0
 
 _DELIVERED = re.compile(rb'^falco_router_output_delivered_total\{output="devnull"\} (\S+)$', re.MULTILINE)
@@ -83,6 +86,9 @@ def _router_round(socket: Path, options: Options) -> float:
 
 
 def _time_router(port: int) -> float:
+    # Each /metrics read costs the router's event loop about 1 ms, the cost of several alerts, and the
+    # reference is not polled at all. So the counter is read every COARSE_POLL_S, and every POLL_S only near the
+    # end, where the interval bounds how late the last alert is seen.
     deadline = time.monotonic() + TIMEOUT_S
     first_count, first_at = 0, 0.0
     while time.monotonic() < deadline:
@@ -92,7 +98,12 @@ def _time_router(port: int) -> float:
             first_count, first_at = count, now
         if count >= ALERTS:
             return (count - first_count) / (now - first_at)
-        time.sleep(POLL_S)
+        interval = POLL_S
+        if first_count and count > first_count:
+            seconds_left = (ALERTS - count) / ((count - first_count) / (now - first_at))
+            if seconds_left > FINE_POLL_WINDOW_S:
+                interval = COARSE_POLL_S
+        time.sleep(interval)
     raise TimeoutError(f"the router delivered fewer than {ALERTS} alerts within {TIMEOUT_S} s")
 
 
@@ -114,7 +125,10 @@ def run(options: Options) -> Result:
         "router_rate": round(median(rates["router"])),
     }
     result.metrics["rate_ratio"] = round(result.metrics["router_rate"] / result.metrics["reference_rate"], 4)
-    result.notes.append(f"router rate read from /metrics every {POLL_S * 1000:.0f} ms, after {WARMUP_ALERTS} alerts")
+    result.notes.append(
+        f"router rate read from /metrics every {COARSE_POLL_S * 1000:.0f} ms, every {POLL_S * 1000:.0f} ms in the"
+        f" last {FINE_POLL_WINDOW_S:.0f} s, after {WARMUP_ALERTS} alerts"
+    )
     ratio = result.metrics["rate_ratio"]
     result.target("router alerts/s >= 90% of the bare grpc.aio consumer", ratio, 0.9, at_least=True)
     return result

@@ -281,12 +281,14 @@ class RouterApp:
         deadline = loop.time() + grace_s
         self.log.info("router_stopping", grace_s=grace_s)
         self.health.accepting = False
+        if self.grpc is not None:
+            # Stopped while the pipeline still accepts, so the gRPC ingest can hand over the batch it
+            # has read, because Falco has removed those alerts from its queue and cannot send them again.
+            await self.supervisor.stop(["ingest-grpc"])
         self.pipeline.accepting = False
         if self.policy is not None:
             # Send the updates of open dedup windows now, or notifying outputs never learn the final count.
             self.policy.flush()
-        if self.grpc is not None:
-            await self.supervisor.stop(["ingest-grpc"])
         try:
             async with asyncio.timeout(max(grace_s - min(CLOSE_RESERVE_S, grace_s / 4), 0.0)):
                 await self.pipeline.wait_idle()

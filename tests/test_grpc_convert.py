@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 import pytest
@@ -45,6 +47,41 @@ def test_typed_value_parses_stringified_json(text: str, expected: Any) -> None:
 )
 def test_typed_value_keeps_other_text(text: str) -> None:
     assert typed_value(text) == text
+
+
+def _json_scalar_text(value: Any) -> str | None:
+    # The text a JSON writer prints for a finite number, a boolean or null. None for anything else.
+    if value is None or isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return json.dumps(value)
+    return None
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.text(alphabet="-+.eE0123456789\u0663\u00b2", max_size=12),
+        st.integers().map(str),
+        st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        st.sampled_from(["null", "true", "nan", "NaN", "Infinity", "-0", "1E+20", "1\u0663", "-1\u0663", "1\u00b2"]),
+    )
+)
+def test_typed_value_is_json_value_or_same_text(text: str) -> None:
+    # Text becomes a value only when a JSON writer prints that value as exactly this text, so
+    # converting back always gives the text again. Any other text stays as it is.
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = text
+    expected = parsed if _json_scalar_text(parsed) == text else text
+    value = typed_value(text)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_format_time_caches_by_second_only() -> None:
+    assert format_time(1_700_000_000, 1) == "2023-11-14T22:13:20.000000001Z"
+    assert format_time(1_700_000_000, 2) == "2023-11-14T22:13:20.000000002Z"
+    assert format_time(1_700_000_001, 2) == "2023-11-14T22:13:21.000000002Z"
 
 
 def test_format_time_keeps_nanoseconds() -> None:

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+import router.sources.grpc
 from router.app import RouterApp
 from router.config import parse_config
 from router.event import Event, loads, parse_alert
 from router.outputs.base import Output
+from router.sources.grpc import BATCH_MAX_ALERTS
 from router.sources.grpc_convert import typed_value
 from tests.support.data import corpus_lines
 from tests.support.falco_grpc import FalcoStandIn, TlsFiles, make_tls_files, response_from_alert, stringify
@@ -170,6 +172,26 @@ async def test_get_mode_drains_backlog_and_later_alerts(falco: FalcoStandIn, soc
     assert falco.sub_requests == 0
 
 
+async def test_shutdown_delivers_lingering_batch(
+    falco: FalcoStandIn, socket_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A linger longer than the test, so the alerts read are still in the batch at shutdown. Falco
+    # has removed them from its queue, so shutdown must hand them to the pipeline and deliver them.
+    monkeypatch.setattr(router.sources.grpc, "BATCH_LINGER_S", 3600.0)
+    falco.enqueue(corpus_responses(3))
+    address = await falco.start_unix(socket_path)
+    app, capture = await start_router(router_yaml(address))
+    try:
+        await wait_until(lambda: not falco.queue)
+        await asyncio.sleep(0.2)  # lets the router read the three responses from the stream
+        delivered_before_shutdown = len(capture.events)
+    finally:
+        await app.shutdown(grace_s=5)
+    assert delivered_before_shutdown == 0
+    assert [e.rule for e in capture.events] == [loads(line)["rule"] for line in corpus_lines()[:3]]
+    assert app.metrics.sample("alerts_received_total", transport="grpc") == 3
+
+
 async def test_restart_gap_reconnects_and_delivers(falco: FalcoStandIn, socket_path: Path) -> None:
     batch = corpus_responses()
     before = [batch[i % len(batch)] for i in range(100)]
@@ -281,9 +303,60 @@ async def test_missing_socket_logs_one_error(socket_path: Path) -> None:
     assert component.reason == "socket_missing"
 
 
-async def test_backpressure_holds_alerts_without_loss(falco: FalcoStandIn, socket_path: Path) -> None:
+def cycled_corpus(count: int) -> tuple[list[Any], list[str]]:
+    # More alerts than the corpus has, as responses and as the rules in stream order.
+    alerts = [loads(line) for line in corpus_lines()]
+    chosen = [alerts[i % len(alerts)] for i in range(count)]
+    return [response_from_alert(alert) for alert in chosen], [alert["rule"] for alert in chosen]
+
+
+async def test_backpressure_holds_partial_batch_without_loss(falco: FalcoStandIn, socket_path: Path) -> None:
+    # Fewer alerts than a batch: the linger timer hands them over and, on backpressure, retries.
+    # The first 20 alerts fill the output queue to its bound, whatever batches they come in.
+    queue = "    queue:\n      max_items: 20\n      overflow: reject\n"
+    first, first_rules = cycled_corpus(20)
+    second, second_rules = cycled_corpus(10)
+    third, third_rules = cycled_corpus(10)
+    address = await falco.start_unix(socket_path)
+    with capture_logs() as logs:
+        capture = CaptureOutput()
+        capture.gate.clear()
+        app = RouterApp(parse_config(router_yaml(address, queue=queue), "test.yaml"), overrides={"capture": capture})
+        await app.start()
+        try:
+            falco.enqueue(first)
+            await wait_until(lambda: app.metrics.sample("alerts_received_total", transport="grpc") == 20)
+            # The output queue is over its bound now, so the next alerts meet backpressure.
+            falco.enqueue(second)
+            await wait_until(lambda: bool(log_events(logs, "ingest_backpressure")))
+            # Queued while the router is held up: with polling paused, Falco gets no request and keeps
+            # them. The pause spans many poll intervals, so a poller that kept going would drain them.
+            await asyncio.sleep(0.2)  # lets a request written just before the pause reach the stand-in
+            requests_at_pause = falco.sub_requests
+            falco.enqueue(third)
+            await asyncio.sleep(0.5)
+            held_in_falco = len(falco.queue)
+            requests_while_held = falco.sub_requests - requests_at_pause
+            capture.gate.set()
+            await wait_until(lambda: len(capture.events) == 40)
+        finally:
+            await app.shutdown(grace_s=5)
+    assert requests_while_held == 0
+    assert held_in_falco == 10
+    assert len(log_events(logs, "ingest_backpressure_ended")) == 1
+    assert app.metrics.sample_sum("output_lost_total") == 0
+    # Alerts taken at once and alerts held through the backpressure are each counted once.
+    assert app.metrics.sample("alerts_received_total", transport="grpc") == 40
+    assert [e.rule for e in capture.events] == first_rules + second_rules + third_rules
+
+
+async def test_backpressure_holds_full_batch_without_loss(falco: FalcoStandIn, socket_path: Path) -> None:
+    # More alerts than two batches: after the first batch the output queue is full, so the reader
+    # fills the next batch and waits with it.
     queue = "    queue:\n      max_items: 2\n      overflow: reject\n"
-    falco.enqueue(corpus_responses(20))
+    first, first_rules = cycled_corpus(3 * BATCH_MAX_ALERTS)
+    later, later_rules = cycled_corpus(10)
+    falco.enqueue(first)
     address = await falco.start_unix(socket_path)
     with capture_logs() as logs:
         capture = CaptureOutput()
@@ -292,25 +365,26 @@ async def test_backpressure_holds_alerts_without_loss(falco: FalcoStandIn, socke
         await app.start()
         try:
             await wait_until(lambda: bool(log_events(logs, "ingest_backpressure")))
-            # Queued while the router is held up: with polling paused, Falco gets no request and keeps
-            # them. The pause spans many poll intervals, so a poller that kept going would drain them.
-            await asyncio.sleep(0.2)  # lets a request written just before the pause reach the stand-in
+            await asyncio.sleep(0.2)
+
+            received_while_held = app.metrics.sample("alerts_received_total", transport="grpc")
             requests_at_pause = falco.sub_requests
-            falco.enqueue(corpus_responses(10))
+            falco.enqueue(later)
             await asyncio.sleep(0.5)
             held_in_falco = len(falco.queue)
             requests_while_held = falco.sub_requests - requests_at_pause
+
             capture.gate.set()
-            await wait_until(lambda: len(capture.events) == 30)
+            await wait_until(lambda: len(capture.events) == len(first) + len(later))
         finally:
             await app.shutdown(grace_s=5)
+    # Reading stopped with a full batch held, before the stream was read to its end.
+    assert received_while_held < len(first)
     assert requests_while_held == 0
-    assert held_in_falco == 10
+    assert held_in_falco == len(later)
     assert app.metrics.sample_sum("output_lost_total") == 0
-    # Alerts taken at once and alerts held through the backpressure are each counted once.
-    assert app.metrics.sample("alerts_received_total", transport="grpc") == 30
-    expected_rules = [loads(line)["rule"] for line in corpus_lines()[:20] + corpus_lines()[:10]]
-    assert [e.rule for e in capture.events] == expected_rules
+    assert app.metrics.sample("alerts_received_total", transport="grpc") == len(first) + len(later)
+    assert [e.rule for e in capture.events] == first_rules + later_rules
 
 
 def test_server_gone_mid_stream_is_stream_closed() -> None:

@@ -26,6 +26,8 @@ from router.proto_gen.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, v
 from router.sources.grpc_convert import TRANSPORT, event_from_response
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
+
     from router.config.ingest import GrpcIngestConfig
     from router.health import Health
     from router.metrics import Metrics
@@ -37,6 +39,10 @@ MIN_RECONNECT_DELAY_S: Final = 1.0
 STILL_DISCONNECTED_LOG_S: Final = 300.0
 """Interval between repeated warnings while the ingest stays disconnected."""
 BACKPRESSURE_RETRY_S: Final = 0.05
+BATCH_MAX_ALERTS: Final = 64
+"""Largest number of alerts handed to the pipeline at once."""
+BATCH_LINGER_S: Final = 0.001
+"""How long the first alert of a batch waits for more alerts before the batch goes to the pipeline."""
 
 FALCO_044_HINT: Final = (
     "Falco 0.44 removed the gRPC server and gRPC output. On Falco 0.44 or later set ingest.grpc.enabled: false "
@@ -99,6 +105,10 @@ class GrpcIngest:
         # Cleared while the pipeline pushes back, so the sub poller stops asking Falco for more.
         self._accepting = asyncio.Event()
         self._accepting.set()
+        self._held_since: float | None = None
+        # Alerts read but not yet handed to the pipeline, and the timer that hands them over.
+        self._batch: list[Event] = []
+        self._linger: asyncio.TimerHandle | None = None
         # Looked up once: a labels() call per alert costs more than the increment.
         self._received_total = metrics.alerts_received.labels(TRANSPORT)
 
@@ -108,17 +118,21 @@ class GrpcIngest:
         self.health.set(COMPONENT, "degraded", reason="connecting", address=self.config.address)
         self.log.info("ingest_started", address=self.config.address, method=self.config.method)
         first_attempt = True
-        while True:
-            if not first_attempt:
-                self.metrics.ingest_reconnects.labels(TRANSPORT).inc()
-            first_attempt = False
-            try:
-                await self._session()
-                ended = StreamEndedError("stream_closed", "Falco closed the stream (restart or shutdown)")
-            except StreamEndedError as exc:
-                ended = exc
-            self._disconnected(ended)
-            await asyncio.sleep(self._backoff.next_delay())
+        try:
+            while True:
+                if not first_attempt:
+                    self.metrics.ingest_reconnects.labels(TRANSPORT).inc()
+                first_attempt = False
+                try:
+                    await self._session()
+                    ended = StreamEndedError("stream_closed", "Falco closed the stream (restart or shutdown)")
+                except StreamEndedError as exc:
+                    ended = exc
+                self._disconnected(ended)
+                await asyncio.sleep(self._backoff.next_delay())
+        finally:
+            # A batch that the pipeline still rejects when the ingest stops is lost (see _submit).
+            self._cancel_linger()
 
     async def _session(self) -> None:
         # A stat of a local path once per attempt; not worth a thread.
@@ -163,16 +177,14 @@ class GrpcIngest:
 
     async def _subscribe(self, channel: grpc.aio.Channel) -> None:
         stub = outputs_pb2_grpc.serviceStub(channel)
-        self._accepting.set()
+        if self._held_since is None:
+            # A batch held from the previous session keeps polling paused until the pipeline takes it.
+            self._accepting.set()
         call = stub.sub()
         poller = asyncio.create_task(self._poll(call), name="ingest-grpc-poll")
         try:
-            while True:
-                message = await call.read()
-                if message is grpc.aio.EOF:
-                    # An OK end from Falco (a restart); an error status raises from read() instead.
-                    return
-                await self._handle(message)
+            # Iteration stops at an OK end from Falco (a restart). An error status raises instead.
+            await self._consume(call)
         finally:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
@@ -192,53 +204,100 @@ class GrpcIngest:
         request = outputs_pb2.request()
         while True:
             # get streams what is queued at that moment and ends with OK once the queue is empty.
-            async for message in stub.get(request):
-                await self._handle(message)
+            await self._consume(stub.get(request))
             await asyncio.sleep(self.config.poll_interval_s)
 
-    async def _handle(self, message: outputs_pb2.response) -> None:
+    async def _consume(self, responses: AsyncIterable[outputs_pb2.response]) -> None:
+        """Convert each response of one call and hand the alerts to the pipeline in batches.
+
+        Each hand-over wakes the pipeline task and the output workers once and makes one write per
+        output, so a batch costs less per alert than single alerts do (docs/benchmarks.md). A batch goes to the pipeline
+        when it has ``BATCH_MAX_ALERTS`` alerts or ``BATCH_LINGER_S`` after its first alert. The linger
+        adds at most that much to an alert's latency, small beside the ``poll_interval_s`` for which
+        Falco itself keeps alerts queued between two polls.
+        """
         try:
-            event = event_from_response(message)
+            async for message in responses:
+                event = self._convert(message)
+                if event is None:
+                    continue
+                if self.pipeline.journal is not None:
+                    # With a spool each alert waits until it is persisted, as with the HTTP ingest.
+                    await self._submit([event])
+                    continue
+                self._batch.append(event)
+                if len(self._batch) >= BATCH_MAX_ALERTS:
+                    # Waits while the pipeline is full, so reading stops with at most one batch held.
+                    self._cancel_linger()
+                    batch, self._batch = self._batch, []
+                    await self._submit(batch)
+                elif self._linger is None:
+                    self._linger = asyncio.get_running_loop().call_later(BATCH_LINGER_S, self._submit_lingering)
+        finally:
+            # The call ended, failed or was cancelled: hand over what was read without waiting for the
+            # linger, because Falco has already removed those alerts from its queue.
+            if self._linger is not None:
+                self._cancel_linger()
+                self._submit_lingering()
+
+    def _convert(self, message: outputs_pb2.response) -> Event | None:
+        try:
+            return event_from_response(message)
         except InvalidAlert as exc:
             self.metrics.alerts_rejected.labels(TRANSPORT, "invalid").inc()
             self.log.warning("alert_rejected", reason="invalid", error=str(exc))
-            return
-        # Fast path without a spool: submit() either queues the alert or raises Backpressure, so the
-        # common case needs no coroutine of its own. The slow path below handles the rest as before.
-        if self.pipeline.journal is None:
-            try:
-                self.pipeline.submit([event])
-            except Backpressure:
-                pass
-            else:
-                self._received_total.inc()
-                return
-        await self._submit(event)
+            return None
 
-    async def _submit(self, event: Event) -> None:
-        # Falco has already removed this alert from its queue, so it is held here until the pipeline
-        # takes it. Reading and polling stop meanwhile, so Falco keeps the rest queued.
-        # NOTE: an alert held here when the router shuts down is lost, because Falco cannot resend it.
-        waiting_since: float | None = None
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
+    def _submit_lingering(self) -> None:
+        # A timer callback cannot wait, so on backpressure the batch stays in place and the timer
+        # retries. Meanwhile polling stops, and the reader stops too once the batch is full.
+        self._linger = None
+        try:
+            self.pipeline.submit(self._batch)
+        except Backpressure as exc:
+            self._backpressure_started(str(exc), self._batch[0])
+            self._linger = asyncio.get_running_loop().call_later(BACKPRESSURE_RETRY_S, self._submit_lingering)
+            return
+        self._received_total.inc(len(self._batch))
+        self._batch = []
+        self._backpressure_ended()
+
+    async def _submit(self, events: list[Event]) -> None:
+        # Falco has already removed these alerts from its queue, so they are held here until the
+        # pipeline takes them. Reading and polling stop meanwhile, so Falco keeps the rest queued.
+        # NOTE: alerts still held here or in a batch because the pipeline is full when the router shuts
+        # down are lost, because Falco cannot resend them.
         while True:
             try:
-                await self.pipeline.accept([event])
+                await self.pipeline.accept(events)
             except NotPersisted as exc:
-                # Queued in memory already: retrying would queue it twice.
-                self.log.warning("alert_not_persisted", error=str(exc), alert_id=event.id)
+                # Queued in memory already: retrying would queue them twice.
+                self.log.warning("alert_not_persisted", error=str(exc), alert_id=events[0].id)
                 break
             except Backpressure as exc:
-                if waiting_since is None:
-                    waiting_since = time.monotonic()
-                    self._accepting.clear()
-                    self.log.warning("ingest_backpressure", reason=str(exc), alert_id=event.id)
+                self._backpressure_started(str(exc), events[0])
                 await asyncio.sleep(BACKPRESSURE_RETRY_S)
                 continue
             break
-        if waiting_since is not None:
+        self._backpressure_ended()
+        self._received_total.inc(len(events))
+
+    def _backpressure_started(self, reason: str, first_held: Event) -> None:
+        if self._held_since is None:
+            self._held_since = time.monotonic()
+            self._accepting.clear()
+            self.log.warning("ingest_backpressure", reason=reason, alert_id=first_held.id)
+
+    def _backpressure_ended(self) -> None:
+        if self._held_since is not None:
             self._accepting.set()
-            self.log.info("ingest_backpressure_ended", waited_s=round(time.monotonic() - waiting_since, 3))
-        self._received_total.inc()
+            self.log.info("ingest_backpressure_ended", waited_s=round(time.monotonic() - self._held_since, 3))
+            self._held_since = None
 
     def _connected(self, falco_version: str) -> None:
         self.connected = True

@@ -29,18 +29,27 @@ if TYPE_CHECKING:
 
 TRANSPORT: Final = "grpc"
 
-# Integer text as Falco's JSON writer produces it: no sign on zero, no leading zeros, no "+". Text such
-# as "007" or "-0" cannot come from a stringified JSON integer, so it stays a string.
-_INTEGER: Final = re.compile(r"0|-?[1-9][0-9]*")
 # Decimal text as a JSON writer produces it for a double: digits with a fraction and an optional
 # exponent, or digits with an exponent ("1e+20"). ".5", "1.", "NaN" and "inf" stay strings.
 _DECIMAL: Final = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+(?:[eE][+-]?[0-9]+)?|-?(?:0|[1-9][0-9]*)[eE][+-]?[0-9]+")
 _CONSTANTS: Final[dict[str, Any]] = {"null": None, "true": True, "false": False}
+_NOT_CONSTANT: Final = object()
+_DIGITS: Final = frozenset("0123456789")
+# First characters of every text that may become a non-string: a digit, "-", or the first letter of
+# null, true and false. Any other text is returned as it is without a call to typed_value.
+_TYPED_FIRST: Final = frozenset("-0123456789ntf")
 
 # falco.schema.source numbers that name a source (the enum's lower-case aliases). 0 (SYSCALL) is left
 # out on purpose, because proto3 cannot tell it apart from "not set", and 3 (PLUGIN) only means that the
 # real name is in field 9.
 _SOURCE_ENUM_NAMES: Final = {1: "k8s_audit", 2: "internal"}
+
+# (priority, Falco's spelling) by falco.schema.priority number, so that an alert costs one index.
+_PRIORITIES: Final = tuple(
+    (priority, priority.falco_name)
+    for priority in (priority_from_falco_number(number) for number in range(8))
+    if priority is not None
+)
 
 
 def typed_value(text: str) -> Any:
@@ -52,15 +61,21 @@ def typed_value(text: str) -> Any:
     text form still works, but a JSON output writes it with another type than the HTTP ingest would.
     Pre-0.35 Falco sends "<NA>" for a missing value; it is kept as that string.
     """
-    if text in _CONSTANTS:
-        return _CONSTANTS[text]
-    if not text:
-        return text
-    first = text[0]
-    if first != "-" and not first.isdigit():
-        return text
-    if _INTEGER.fullmatch(text):
-        return int(text)
+    first = text[:1]
+    if first in _DIGITS:
+        # Integer text as Falco's JSON writer produces it: ASCII digits without a leading zero. Text
+        # such as "007" cannot come from a stringified JSON integer, so it stays a string.
+        # str.isdigit() alone would also accept other scripts' digits, which int() converts.
+        if text.isdigit() and text.isascii() and (first != "0" or len(text) == 1):
+            return int(text)
+    elif first == "-":
+        # "-0" and "-007" stay strings, as JSON writers print neither.
+        digits = text[1:]
+        if digits.isdigit() and digits.isascii() and digits[0] != "0":
+            return int(text)
+    else:
+        constant = _CONSTANTS.get(text, _NOT_CONSTANT)
+        return text if constant is _NOT_CONSTANT else constant
     if _DECIMAL.fullmatch(text):
         # Only text that a JSON writer would print for this double ("3.1", not "3.10" or "3.100")
         # becomes a float, so converting back to text always gives the original.
@@ -72,12 +87,32 @@ def typed_value(text: str) -> Any:
 
 def typed_fields(fields: Mapping[str, str]) -> dict[str, Any]:
     """Return ``output_fields`` with each stringified value turned back into its JSON value."""
-    return {key: typed_value(value) for key, value in fields.items()}
+    # Iterating a protobuf map creates a new key and value object per entry, so the map is copied in
+    # one call and only values that can change are passed to typed_value. On the corpus this costs
+    # 7 µs per alert, against 9 µs for a comprehension that calls typed_value for every value.
+    typed = dict(fields)
+    for key, text in typed.items():
+        if text[:1] in _TYPED_FIRST:
+            typed[key] = typed_value(text)
+    return typed
+
+
+# The date and clock part of ``time`` by whole second. Alerts of one burst share their second, so
+# gmtime and strftime (about 1 µs) run once per distinct second. The cache is cleared when full, which
+# bounds its memory whatever times arrive.
+_SECONDS_TEXT: dict[int, str] = {}
+_SECONDS_TEXT_MAX: Final = 4096
 
 
 def format_time(seconds: int, nanos: int) -> str:
     """Return a Timestamp as Falco's JSON ``time``: RFC 3339 in UTC with 9 fractional digits and ``Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+    text = _SECONDS_TEXT.get(seconds)
+    if text is None:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        if len(_SECONDS_TEXT) >= _SECONDS_TEXT_MAX:
+            _SECONDS_TEXT.clear()
+        _SECONDS_TEXT[seconds] = text
+    return f"{text}.{nanos:09d}Z"
 
 
 def event_from_response(message: outputs_pb2.response) -> Event:
@@ -90,15 +125,20 @@ def event_from_response(message: outputs_pb2.response) -> Event:
     if not message.rule:
         raise InvalidAlert("rule is empty: expected a non-empty string")
 
-    seconds = message.time.seconds
-    nanos = message.time.nanos
+    timestamp = message.time
+    seconds = timestamp.seconds
+    nanos = timestamp.nanos
     source = _source(message)
-    priority = priority_from_falco_number(message.priority)
+    number = message.priority
+    if 0 <= number < len(_PRIORITIES):
+        priority, priority_raw = _PRIORITIES[number]
+    else:
+        # An enum number this build does not know is kept as its digits, like an unknown JSON spelling.
+        priority, priority_raw = None, str(number)
     event = Event(
         rule=message.rule,
         priority=priority,
-        # An enum number this build does not know is kept as its digits, like an unknown JSON spelling.
-        priority_raw=priority.falco_name if priority is not None else str(message.priority),
+        priority_raw=priority_raw,
         time_ns=seconds * 1_000_000_000 + nanos,
         time_raw=format_time(seconds, nanos),
         output=message.output,
