@@ -400,3 +400,29 @@ def test_server_gone_mid_stream_is_stream_closed() -> None:
     for code, detail in closing:
         error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=detail)
         assert _session_ended(error, tls=False).reason == "stream_closed", code
+
+
+async def test_shutdown_while_held_counts_lost_alerts(falco: FalcoStandIn, socket_path: Path) -> None:
+    # The output never finishes and its queue rejects, so the reader holds a full batch at shutdown.
+    # Falco cannot resend those alerts: each one must be counted and logged as lost.
+    queue = "    queue:\n      max_items: 2\n      overflow: reject\n"
+    first, _ = cycled_corpus(3 * BATCH_MAX_ALERTS)
+    falco.enqueue(first)
+    address = await falco.start_unix(socket_path)
+    with capture_logs() as logs:
+        capture = CaptureOutput()
+        capture.gate.clear()
+        app = RouterApp(parse_config(router_yaml(address, queue=queue), "test.yaml"), overrides={"capture": capture})
+        await app.start()
+        try:
+            await wait_until(lambda: bool(log_events(logs, "ingest_backpressure")))
+            await asyncio.sleep(0.2)
+        finally:
+            await app.shutdown(grace_s=0.5)
+    lost_at_ingest = app.metrics.sample("alerts_rejected_total", transport="grpc", reason="shutdown")
+    logged = [e for e in log_events(logs, "alert_lost") if e["reason"] == "shutdown" and "output" not in e]
+    assert lost_at_ingest == BATCH_MAX_ALERTS
+    assert len(logged) == BATCH_MAX_ALERTS
+    assert len({e["alert_id"] for e in logged}) == BATCH_MAX_ALERTS
+    received = app.metrics.sample("alerts_received_total", transport="grpc")
+    assert app.metrics.sample_sum("output_lost_total", output="capture") == received
