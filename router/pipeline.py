@@ -92,24 +92,18 @@ class Pipeline:
 
     def submit(self, events: Sequence[Event]) -> None:
         """Queue alerts for processing, all or none; raises ``Backpressure`` when there is no room."""
-        self._check_room(len(events))
-        for event in events:
-            self._count_priority(event)
-        self._inbox.extend(events)
-        self._arrived.set()
-
-    def _check_room(self, count: int) -> None:
         if not self.accepting:
             raise Backpressure("the router is shutting down")
-        if self._max_pending - len(self._inbox) < count:
+        if self._max_pending - len(self._inbox) < len(events):
             raise Backpressure("the pipeline inbox is full")
         for queue in self._reject_queues:
             if queue.is_full():
                 raise Backpressure("an output queue with overflow: reject is full")
-
-    def _count_priority(self, event: Event) -> None:
-        if event.priority is None:
-            self.metrics.priority_unknown.inc()
+        for event in events:
+            if event.priority is None:
+                self.metrics.priority_unknown.inc()
+        self._inbox.extend(events)
+        self._arrived.set()
 
     async def accept(self, events: Sequence[Event]) -> None:
         """Queue alerts like ``submit``, then wait until the journal has persisted them.
@@ -118,20 +112,10 @@ class Pipeline:
         then the alerts are already queued and may still be delivered, so a sender that retries may cause
         a duplicate.
         """
-        if self.journal is None and not self._inbox and not self._busy:
-            # Nothing is ahead of these alerts, so they are processed here rather than handed to the run
-            # task: a sender that waits for each answer (Falco) then costs one task wake-up less per alert.
-            # Not with a journal: it must record the alerts as accepted before it records their routing.
-            self._check_room(len(events))
-            self._busy += 1
-            try:
-                for event in events:
-                    self._count_priority(event)
-                    self._process(event)
-            finally:
-                self._busy -= 1
-        else:
-            self.submit(events)
+        # NOTE: processing here when nothing is queued ahead saves the run task's wake-up, but the HTTP
+        # answer then waits for the stages and routing. With one connection, as Falco sends, the router
+        # answered 4,480 alerts/s that way against 5,100-5,190 without, so the work stays after the answer.
+        self.submit(events)
         if self.journal is not None:
             try:
                 await self.journal.accepted(events)

@@ -1,4 +1,4 @@
-"""The pipeline between the ingests and the output queues: order, room, and the direct path of accept."""
+"""The pipeline between the ingests and the output queues: order, room, and who does the work."""
 
 from __future__ import annotations
 
@@ -31,13 +31,22 @@ async def _queued_ids(queue: MemoryQueue) -> list[str]:
     return [d.event.id for d in await queue.get_batch(1000)] if queue.depth() else []
 
 
-async def test_accept_with_nothing_ahead_queues_for_outputs_at_once() -> None:
+async def test_accept_leaves_the_work_to_the_run_task() -> None:
+    # The ingest answers first: the stages and routing run after, in the pipeline's own task.
     pipeline, queue, metrics = _pipeline()
     first, second = _alerts(2)
-    await pipeline.accept([first, second])  # no run task: only the direct path can place them
-    assert await _queued_ids(queue) == [first.id, second.id]
-    assert metrics.sample("alerts_routed_total", route="all") == 2
-    assert pipeline.is_idle() is False  # in flight on the output queue until delivered
+    await pipeline.accept([first, second])
+    assert queue.depth() == 0
+    runner = asyncio.create_task(pipeline.run())
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if queue.depth() == 2:
+                break
+        assert await _queued_ids(queue) == [first.id, second.id]
+        assert metrics.sample("alerts_routed_total", route="all") == 2
+    finally:
+        runner.cancel()
 
 
 async def test_accept_behind_queued_alerts_keeps_arrival_order() -> None:
