@@ -37,6 +37,8 @@ _RESTART_SECTIONS = ("outputs", "ingest", "falco_rules", "kubernetes", "policy",
 
 CLOSE_RESERVE_S = 3.0
 """Part of the shutdown grace period kept for closing outputs (a quarter of it when it is shorter)."""
+GRPC_DRAIN_LIMIT_S = 2.0
+"""Longest time shutdown spends reading what Falco has already written to the gRPC stream."""
 MIN_CLOSE_S = 0.5
 """Time outputs get to close even when the grace period is used up, such as on a failed start."""
 
@@ -282,8 +284,9 @@ class RouterApp:
         self.log.info("router_stopping", grace_s=grace_s)
         self.health.accepting = False
         if self.grpc is not None:
-            # Stopped while the pipeline still accepts, so the gRPC ingest can hand over the batch it
-            # has read, because Falco has removed those alerts from its queue and cannot send them again.
+            # Stopped while the pipeline still accepts, so the gRPC ingest can hand over what it has read
+            # and what Falco has already written to the stream: Falco cannot send those alerts again.
+            await self.grpc.drain(limit_s=min(GRPC_DRAIN_LIMIT_S, grace_s / 4))
             await self.supervisor.stop(["ingest-grpc"])
         self.pipeline.accepting = False
         if self.policy is not None:

@@ -140,7 +140,7 @@ class Router:
         if event.annotations:
             return self._apply(event, selection, notifying)
         # Without annotations nothing is held back, so the plan depends on the selection alone. It is
-        # keyed by the selection's identity, which lives as long as the selection cache holds it.
+        # keyed by the selection's identity, which lives as long as the selection cache keeps it.
         plan = self._unannotated.get(id(selection))
         if plan is None:
             plan = self._unannotated[id(selection)] = self._apply(event, selection, notifying)

@@ -43,6 +43,8 @@ BATCH_MAX_ALERTS: Final = 64
 """Largest number of alerts handed to the pipeline at once."""
 BATCH_LINGER_S: Final = 0.001
 """How long the first alert of a batch waits for more alerts before the batch goes to the pipeline."""
+DRAIN_QUIET_S: Final = 0.2
+"""At shutdown, how long the stream must stay quiet before reading stops (see ``GrpcIngest.drain``)."""
 
 FALCO_044_HINT: Final = (
     "Falco 0.44 removed the gRPC server and gRPC output. On Falco 0.44 or later set ingest.grpc.enabled: false "
@@ -106,6 +108,8 @@ class GrpcIngest:
         self._accepting = asyncio.Event()
         self._accepting.set()
         self._held_since: float | None = None
+        self._stopping = False
+        self._last_read = 0.0  # time.monotonic() of the last response read, watched by drain()
         # Alerts read but not yet handed to the pipeline, and the timer that hands them over.
         self._batch: list[Event] = []
         self._linger: asyncio.TimerHandle | None = None
@@ -179,7 +183,7 @@ class GrpcIngest:
 
     async def _subscribe(self, channel: grpc.aio.Channel) -> None:
         stub = outputs_pb2_grpc.serviceStub(channel)
-        if self._held_since is None:
+        if self._held_since is None and not self._stopping:
             # A batch held from the previous session keeps polling paused until the pipeline takes it.
             self._accepting.set()
         call = stub.sub()
@@ -204,10 +208,11 @@ class GrpcIngest:
     async def _drain_repeatedly(self, channel: grpc.aio.Channel) -> None:
         stub = outputs_pb2_grpc.serviceStub(channel)
         request = outputs_pb2.request()
-        while True:
+        while not self._stopping:
             # get streams what is queued at that moment and ends with OK once the queue is empty.
             await self._consume(stub.get(request))
             await asyncio.sleep(self.config.poll_interval_s)
+        await asyncio.Event().wait()  # stopping: no new call; drain() then cancels this task
 
     async def _consume(self, responses: AsyncIterable[outputs_pb2.response]) -> None:
         """Convert each response of one call and hand the alerts to the pipeline in batches.
@@ -220,6 +225,7 @@ class GrpcIngest:
         """
         try:
             async for message in responses:
+                self._last_read = time.monotonic()
                 event = self._convert(message)
                 if event is None:
                     continue
@@ -262,6 +268,10 @@ class GrpcIngest:
         try:
             self.pipeline.submit(self._batch)
         except Backpressure as exc:
+            if self._stopping:
+                self._hand_over_at_stop(self._batch)
+                self._batch = []
+                return
             self._backpressure_started(str(exc), self._batch[0])
             self._linger = asyncio.get_running_loop().call_later(BACKPRESSURE_RETRY_S, self._submit_lingering)
             return
@@ -280,6 +290,10 @@ class GrpcIngest:
                 self.log.warning("alert_not_persisted", error=str(exc), alert_id=events[0].id)
                 break
             except Backpressure as exc:
+                if self._stopping:
+                    # No waiting while stopping: what the pipeline cannot take now is counted as lost.
+                    self._hand_over_at_stop(events)
+                    return
                 self._backpressure_started(str(exc), events[0])
                 try:
                     await asyncio.sleep(BACKPRESSURE_RETRY_S)
@@ -290,6 +304,23 @@ class GrpcIngest:
             break
         self._backpressure_ended()
         self._received_total.inc(len(events))
+
+    async def drain(self, limit_s: float) -> None:
+        """Stop asking Falco for alerts and read what it has already sent, for at most ``limit_s``.
+
+        Falco removes an alert from its queue once written to the stream, so alerts still in the
+        stream's buffers would vanish with the connection. Reading ends once the stream has been quiet
+        for ``DRAIN_QUIET_S``; every alert read is handed to the pipeline or counted as lost.
+        """
+        self._stopping = True
+        self._accepting.clear()
+        # Counted from now: a reader held up by backpressure resumes only once it sees _stopping.
+        self._last_read = time.monotonic()
+        deadline = self._last_read + limit_s
+        while time.monotonic() < deadline:
+            if time.monotonic() - self._last_read >= DRAIN_QUIET_S:
+                break
+            await asyncio.sleep(DRAIN_QUIET_S / 4)
 
     def _hand_over_at_stop(self, events: list[Event]) -> None:
         """Give held alerts a last chance at stop; count and log each one the pipeline cannot take.
@@ -313,7 +344,8 @@ class GrpcIngest:
 
     def _backpressure_ended(self) -> None:
         if self._held_since is not None:
-            self._accepting.set()
+            if not self._stopping:
+                self._accepting.set()
             self.log.info("ingest_backpressure_ended", waited_s=round(time.monotonic() - self._held_since, 3))
             self._held_since = None
 
