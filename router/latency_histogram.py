@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 # The bound as prometheus_client's own histograms write it in the le label ("0.005", "1.0", "+Inf").
@@ -25,10 +27,12 @@ _format_bound: Final = cast(Callable[[float], str], floatToGoString)
 class LatencyChild:
     """The counts of one label set."""
 
-    __slots__ = ("_bounds", "counts", "sum")
+    __slots__ = ("_bounds", "counts", "created", "sum")
 
     def __init__(self, bounds: list[float]) -> None:
         self._bounds = bounds
+        self.created = time.time()
+        """When the label set was first used, exported as ``_created`` like prometheus_client's own."""
         self.counts = [0] * len(bounds)
         """Observations per bucket, not cumulative: counts[i] counts values above bounds[i-1], up to bounds[i]."""
         self.sum = 0.0
@@ -90,4 +94,6 @@ class LatencyHistogram:
                 cumulative += count
                 buckets.append((_format_bound(bound), cumulative))
             family.add_metric(list(values), buckets, child.sum)
+            labels = dict(zip(self.labelnames, values, strict=True))
+            family.samples.append(Sample(f"{self.name}_created", labels, child.created))
         yield family

@@ -14,7 +14,9 @@ from router.event import FLAG_UTF8_REPAIRED, Event, InvalidAlert, loads, parse_a
 from router.gc_tuning import tune_for_throughput
 from router.logs import get_logger
 from router.pipeline import Backpressure
+from router.sources.decode import REPAIR_INVALID_UTF8
 
+UTF8_BOM = b"\xef\xbb\xbf"
 SUBMIT_BATCH = 256
 """Alerts read before they are handed to the pipeline together: one submit and one yield per batch."""
 
@@ -25,6 +27,8 @@ class ReplaySummary:
 
     read: int = 0
     skipped: int = 0
+    repaired: int = 0
+    """Alerts read after replacing invalid UTF-8 (flagged utf8_repaired)."""
     rejected: list[str] = field(default_factory=list)
     delivered: dict[str, float] = field(default_factory=dict)
     lost: dict[str, float] = field(default_factory=dict)
@@ -36,9 +40,10 @@ class ReplaySummary:
 
     def describe(self) -> str:
         """Return a short report for people."""
-        lines = [
-            f"replay: {self.read} alerts read, {self.skipped} non-JSON lines skipped, {len(self.rejected)} rejected"
-        ]
+        first = f"replay: {self.read} alerts read, {self.skipped} non-JSON lines skipped, {len(self.rejected)} rejected"
+        if self.repaired:
+            first += f", {self.repaired} repaired (invalid UTF-8)"
+        lines = [first]
         lines += [f"  rejected: {reason}" for reason in self.rejected[:20]]
         for name in sorted(self.delivered):
             lines.append(f"  output {name}: {int(self.delivered[name])} delivered, {int(self.lost.get(name, 0))} lost")
@@ -60,6 +65,8 @@ async def replay_file(config: RouterConfig, path: Path, app: RouterApp | None = 
         batch: list[Event] = []
         with _open(path) as stream:
             for number, line in enumerate(stream, start=1):
+                if number == 1 and line.startswith(UTF8_BOM):
+                    line = line[len(UTF8_BOM) :]  # noqa: PLW2901 - a BOM that editors on Windows add
                 text = line
                 if not line.startswith(b"{"):  # the parser takes the trailing newline: no copy without it
                     text = line.strip()
@@ -75,6 +82,8 @@ async def replay_file(config: RouterConfig, path: Path, app: RouterApp | None = 
                 summary.read += 1
                 if repaired:
                     event.flags.append(FLAG_UTF8_REPAIRED)
+                    app.metrics.alerts_repaired.labels(REPAIR_INVALID_UTF8).inc()
+                    summary.repaired += 1
                 batch.append(event)
                 if len(batch) >= SUBMIT_BATCH:
                     await _submit(app, batch)

@@ -91,6 +91,7 @@ def test_replay_repairs_and_flags_invalid_utf8(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert delivered[0]["output"] == "file opened: /tmp/\ufffd\ufffd.bin"
     assert delivered[0]["router"]["flags"] == ["utf8_repaired"]
+    assert "0 rejected, 1 repaired (invalid UTF-8)" in result.stderr
     assert "flags" not in delivered[1].get("router", {})
 
 
@@ -101,3 +102,12 @@ def test_replay_reports_a_line_that_is_not_json(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert len(delivered) == 1
     assert "line 1:" in result.stderr
+
+
+def test_replay_strips_a_byte_order_mark(tmp_path: Path) -> None:
+    source = tmp_path / "alerts.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + corpus_lines()[0].encode() + b"\n" + corpus_lines()[1].encode() + b"\n")
+    result, delivered = replay(tmp_path, source)
+    assert result.returncode == 0, result.stderr
+    assert len(delivered) == 2
+    assert "2 alerts read, 0 non-JSON lines skipped" in result.stderr

@@ -114,8 +114,9 @@ class KafkaOutputConfig(_OutputBase):
         default=524_288,
         ge=1024,
         description=(
-            "Largest record batch sent to one partition in one request. Keep it under the topic's"
-            " max.message.bytes, because the broker rejects a larger batch and its alerts are dead-lettered."
+            "Largest record batch sent to one partition in one request, capped at max_message_bytes. Keep"
+            " both under the topic's max.message.bytes, because the broker rejects a larger batch and its"
+            " alerts are dead-lettered."
         ),
     )
     linger_ms: int = Field(

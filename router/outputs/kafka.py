@@ -91,7 +91,8 @@ def producer_options(config: KafkaOutputConfig) -> dict[str, Any]:
         "enable_idempotence": config.enable_idempotence,
         "compression_type": None if config.compression == "none" else config.compression,
         "linger_ms": config.linger_ms,
-        "max_batch_size": config.max_batch_bytes,
+        # A batch over the topic's message limit is rejected whole, so it never exceeds max_message_bytes.
+        "max_batch_size": min(config.max_batch_bytes, config.max_message_bytes),
         "request_timeout_ms": int(config.request_timeout_s * 1000),
         "max_request_size": config.max_message_bytes,
     }

@@ -123,7 +123,12 @@ async def test_keyless_alerts_of_one_call_share_a_partition(tansu: TansuBroker) 
 
 @pytest.mark.parametrize(
     ("extra", "linger_ms", "batch_bytes"),
-    [("", 0, 524_288), ("\n    linger_ms: 20\n    max_batch_bytes: 65536", 20, 65_536)],
+    [
+        ("", 0, 524_288),
+        ("\n    linger_ms: 20\n    max_batch_bytes: 65536", 20, 65_536),
+        # A topic limit below the batch size caps the batch, or a full batch would be rejected whole.
+        ("\n    max_message_bytes: 262144", 0, 262_144),
+    ],
 )
 def test_producer_gets_linger_and_batch_size(extra: str, linger_ms: int, batch_bytes: int) -> None:
     body = f'    type: kafka\n    brokers: ["127.0.0.1:9"]\n    topic: t{extra}'
