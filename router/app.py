@@ -37,8 +37,10 @@ _RESTART_SECTIONS = ("outputs", "ingest", "falco_rules", "kubernetes", "policy",
 
 CLOSE_RESERVE_S = 3.0
 """Part of the shutdown grace period kept for closing outputs (a quarter of it when it is shorter)."""
-GRPC_DRAIN_LIMIT_S = 2.0
-"""Longest time shutdown spends reading what Falco has already written to the gRPC stream."""
+GRPC_DRAIN_SHARE = 0.5
+"""Share of the shutdown grace period spent at most reading what Falco has already written to the gRPC
+stream. A backlog of alerts streams at several thousand a second, and what is read is delivered or
+counted, while what is left unread is lost uncounted, so reading gets the larger share."""
 MIN_CLOSE_S = 0.5
 """Time outputs get to close even when the grace period is used up, such as on a failed start."""
 
@@ -286,7 +288,7 @@ class RouterApp:
         if self.grpc is not None:
             # Stopped while the pipeline still accepts, so the gRPC ingest can hand over what it has read
             # and what Falco has already written to the stream: Falco cannot send those alerts again.
-            await self.grpc.drain(limit_s=min(GRPC_DRAIN_LIMIT_S, grace_s / 4))
+            await self.grpc.drain(limit_s=grace_s * GRPC_DRAIN_SHARE)
             await self.supervisor.stop(["ingest-grpc"])
         self.pipeline.accepting = False
         if self.policy is not None:

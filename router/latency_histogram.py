@@ -16,12 +16,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, cast
 
 from prometheus_client import CollectorRegistry
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 # The bound as prometheus_client's own histograms write it in the le label ("0.005", "1.0", "+Inf").
 _format_bound: Final = cast(Callable[[float], str], floatToGoString)
+
+
+def _created_series_enabled() -> bool:
+    # prometheus_client keeps this switch private; it follows PROMETHEUS_DISABLE_CREATED_SERIES and
+    # disable_created_metrics(), and the histogram must drop _created whenever the library's own do.
+    return bool(getattr(prometheus_metrics, "_use_created", True))
 
 
 class LatencyChild:
@@ -94,6 +101,7 @@ class LatencyHistogram:
                 cumulative += count
                 buckets.append((_format_bound(bound), cumulative))
             family.add_metric(list(values), buckets, child.sum)
-            labels = dict(zip(self.labelnames, values, strict=True))
-            family.samples.append(Sample(f"{self.name}_created", labels, child.created))
+            if _created_series_enabled():
+                labels = dict(zip(self.labelnames, values, strict=True))
+                family.samples.append(Sample(f"{self.name}_created", labels, child.created))
         yield family

@@ -430,3 +430,25 @@ async def test_shutdown_while_held_counts_lost_alerts(falco: FalcoStandIn, socke
     assert not falco.queue
     assert received + lost_at_ingest == len(first)
     assert app.metrics.sample_sum("output_lost_total", output="capture") == received
+
+
+async def test_shutdown_reads_backlog_or_says_it_could_not(falco: FalcoStandIn, socket_path: Path) -> None:
+    # A backlog still streaming at shutdown: with time enough, every alert Falco sent is read and
+    # delivered; with almost none, the unread rest cannot be counted, so the router must say so.
+    backlog, _ = cycled_corpus(20 * BATCH_MAX_ALERTS)
+    address = await falco.start_unix(socket_path)
+    app, capture = await start_router(router_yaml(address))
+    falco.enqueue(backlog)
+    await wait_until(lambda: len(capture.events) > 0)
+    await app.shutdown(grace_s=20)
+    assert not falco.queue
+    assert len(capture.events) == len(backlog)
+
+    falco.enqueue(backlog * 20)
+    app, capture = await start_router(router_yaml(address))
+    with capture_logs() as logs:
+        await wait_until(lambda: len(capture.events) > 0)
+        await app.shutdown(grace_s=0.02)
+    incomplete = log_events(logs, "ingest_drain_incomplete")
+    assert len(incomplete) == 1
+    assert incomplete[0]["log_level"] == "error"

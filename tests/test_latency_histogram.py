@@ -49,3 +49,14 @@ def test_wrong_label_count_is_refused() -> None:
     histogram = LatencyHistogram("z_seconds", "Help.", ["output"], buckets=(1,), registry=CollectorRegistry())
     with pytest.raises(ValueError, match="takes labels"):
         histogram.labels("a", "b")
+
+
+def test_created_series_follows_prometheus_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import metrics as prometheus_metrics  # noqa: PLC0415 - the switch under test
+
+    monkeypatch.setattr(prometheus_metrics, "_use_created", False)
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    LatencyHistogram("x_seconds", "Help.", ["output"], buckets=BUCKETS, registry=ours_registry).labels("a").observe(1)
+    Histogram("x_seconds", "Help.", ["output"], buckets=BUCKETS, registry=theirs_registry).labels("a").observe(1)
+    assert b"_created" not in generate_latest(ours_registry)
+    assert generate_latest(ours_registry) == generate_latest(theirs_registry)

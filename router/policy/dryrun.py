@@ -71,7 +71,8 @@ class DryRun:
 
     def _alerts(self, lines: Iterable[str]) -> Iterator[tuple[int, Event]]:
         for number, line in enumerate(lines, start=1):
-            text = line.strip()
+            # A byte order mark (U+FEFF) that editors on Windows put at the start of the file is not JSON.
+            text = line.strip().lstrip("\ufeff") if number == 1 else line.strip()
             if not text.startswith("{"):
                 continue
             try:

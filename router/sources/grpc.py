@@ -110,6 +110,7 @@ class GrpcIngest:
         self._held_since: float | None = None
         self._stopping = False
         self._last_read = 0.0  # time.monotonic() of the last response read, watched by drain()
+        self._read_total = 0
         # Alerts read but not yet handed to the pipeline, and the timer that hands them over.
         self._batch: list[Event] = []
         self._linger: asyncio.TimerHandle | None = None
@@ -226,6 +227,7 @@ class GrpcIngest:
         try:
             async for message in responses:
                 self._last_read = time.monotonic()
+                self._read_total += 1
                 event = self._convert(message)
                 if event is None:
                     continue
@@ -310,16 +312,25 @@ class GrpcIngest:
 
         Falco removes an alert from its queue once written to the stream, so alerts still in the
         stream's buffers would vanish with the connection. Reading ends once the stream has been quiet
-        for ``DRAIN_QUIET_S``; every alert read is handed to the pipeline or counted as lost.
+        for ``DRAIN_QUIET_S``; every alert read is handed to the pipeline or counted as lost. Alerts
+        that Falco is still sending when ``limit_s`` runs out are never read, so they cannot be counted:
+        that is logged as an error.
         """
         self._stopping = True
         self._accepting.clear()
         # Counted from now: a reader held up by backpressure resumes only once it sees _stopping.
-        self._last_read = time.monotonic()
-        deadline = self._last_read + limit_s
-        while time.monotonic() < deadline:
-            if time.monotonic() - self._last_read >= DRAIN_QUIET_S:
-                break
+        started = self._last_read = time.monotonic()
+        read_before = self._read_total
+        while time.monotonic() - self._last_read < DRAIN_QUIET_S:
+            if time.monotonic() - started >= limit_s:
+                self.log.error(
+                    "ingest_drain_incomplete",
+                    limit_s=round(limit_s, 3),
+                    read_while_draining=self._read_total - read_before,
+                    error="Falco was still sending when the shutdown time ran out; alerts it had already"
+                    " sent and the router had not read are lost and not counted",
+                )
+                return
             await asyncio.sleep(DRAIN_QUIET_S / 4)
 
     def _hand_over_at_stop(self, events: list[Event]) -> None:

@@ -148,3 +148,12 @@ def test_dry_run_prints_incident(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert incident["rule"] == "Shell then download"
     assert incident["incident"]["alert_ids"] == [d["alert_id"] for d in decisions[:2]]
     assert incident["outputs"] == ["siem", "pager"]
+
+
+def test_dry_run_reads_line_after_byte_order_mark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write(tmp_path, dt.date(2000, 1, 1))
+    alerts = _c07_file(tmp_path)
+    alerts.write_bytes(b"\xef\xbb\xbf" + alerts.read_bytes())
+    assert main(["replay", str(alerts), "--dry-run", "--config", str(config)]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["line"] for d in decisions if d["kind"] == "alert"] == [1, 2]
