@@ -318,7 +318,7 @@ class GrpcIngest:
         """
         self._stopping = True
         self._accepting.clear()
-        # Counted from now: a reader held up by backpressure resumes only once it sees _stopping.
+        # Counted from now: a reader held up by backpressure resumes only after it reads _stopping.
         started = self._last_read = time.monotonic()
         read_before = self._read_total
         while time.monotonic() - self._last_read < DRAIN_QUIET_S:
