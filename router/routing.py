@@ -94,8 +94,15 @@ class Plan:
 # whatever rules arrive. A node's alerts come from a few dozen rules, so nearly every alert is a hit.
 _SELECTION_CACHE_MAX = 4096
 
-_Selection = tuple[list[str], dict[str, bool]]
-"""Names of the matching routes, and each of their outputs with whether a route marks suppressed alerts."""
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """The routes an alert matches, and the plan of an alert without policy annotations."""
+
+    marks: dict[str, bool]
+    """Each output of the matching routes, in route order, with whether a route marks suppressed alerts."""
+    plain: Plan
+    """The plan when nothing is held back; shared, so read only."""
 
 
 class Router:
@@ -107,19 +114,11 @@ class Router:
         # its selection can be kept by those four. Walking the routes cost more than the rest of dispatch.
         self._cacheable = all(route.match is None for route in self.routes)
         self._selections: dict[tuple[object, ...], _Selection] = {}
-        self._unannotated: dict[int, Plan] = {}
 
     def select(self, event: Event) -> tuple[list[str], list[str]]:
         """Return (outputs, names of matching routes); each output appears once, in route order."""
-        outputs: list[str] = []
-        matched: list[str] = []
-        for route in self.routes:
-            if route.matches(event):
-                matched.append(route.name)
-                for output in route.outputs:
-                    if output not in outputs:
-                        outputs.append(output)
-        return outputs, matched
+        plain = self._select(event).plain
+        return list(plain.outputs), list(plain.routes)
 
     def plan(self, event: Event, notifying: Collection[str]) -> Plan:
         """Return where the alert goes once the policy annotations are applied per output.
@@ -127,23 +126,26 @@ class Router:
         The plan may be shared between alerts: callers read it and must not change it.
         """
         if not self._cacheable:
-            return self._apply(event, self._select(event), notifying)
-        tags = event.tags
-        key = (event.rule, event.priority_raw, event.source, tuple(tags) if tags is not None else None)
-        selection = self._selections.get(key)
-        if selection is None:
             selection = self._select(event)
-            if len(self._selections) >= _SELECTION_CACHE_MAX:
-                self._selections.clear()
-                self._unannotated.clear()
-            self._selections[key] = selection
-        if event.annotations:
-            return self._apply(event, selection, notifying)
-        # Without annotations nothing is held back, so the plan depends on the selection alone. It is
-        # keyed by the selection's identity, which lives as long as the selection cache keeps it.
-        plan = self._unannotated.get(id(selection))
-        if plan is None:
-            plan = self._unannotated[id(selection)] = self._apply(event, selection, notifying)
+        else:
+            tags = event.tags
+            key = (event.rule, event.priority_raw, event.source, tuple(tags) if tags is not None else None)
+            cached = self._selections.get(key)
+            if cached is None:
+                cached = self._select(event)
+                if len(self._selections) >= _SELECTION_CACHE_MAX:
+                    self._selections.clear()
+                self._selections[key] = cached
+            selection = cached
+        if not event.annotations:
+            return selection.plain  # nothing is held back without annotations
+        plan = Plan(routes=selection.plain.routes)
+        for output, mark in selection.marks.items():
+            reason = held_back(event, notifies=output in notifying, mark_suppressed=mark)
+            if reason is None:
+                plan.outputs.append(output)
+            else:
+                plan.held[output] = reason
         return plan
 
     def _select(self, event: Event) -> _Selection:
@@ -155,19 +157,7 @@ class Router:
             routes.append(route.name)
             for output in route.outputs:
                 marks[output] = marks.get(output, False) or route.suppressed == "mark"
-        return routes, marks
-
-    @staticmethod
-    def _apply(event: Event, selection: _Selection, notifying: Collection[str]) -> Plan:
-        routes, marks = selection
-        plan = Plan(routes=routes)
-        for output, mark in marks.items():
-            reason = held_back(event, notifies=output in notifying, mark_suppressed=mark)
-            if reason is None:
-                plan.outputs.append(output)
-            else:
-                plan.held[output] = reason
-        return plan
+        return _Selection(marks, Plan(outputs=list(marks), routes=routes))
 
 
 def held_back(event: Event, *, notifies: bool, mark_suppressed: bool) -> str | None:
