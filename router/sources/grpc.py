@@ -271,7 +271,7 @@ class GrpcIngest:
             self.pipeline.submit(self._batch)
         except Backpressure as exc:
             if self._stopping:
-                self._hand_over_at_stop(self._batch)
+                self._report_lost(self._batch, str(exc))
                 self._batch = []
                 return
             self._backpressure_started(str(exc), self._batch[0])
@@ -283,7 +283,7 @@ class GrpcIngest:
 
     async def _submit(self, events: list[Event]) -> None:
         # Falco has already removed these alerts from its queue, so they are held here until the
-        # pipeline takes them. Reading and polling stop meanwhile, so Falco keeps the rest queued.
+        # pipeline takes them. Reading and polling stop meanwhile, so Falco keeps what it has not sent.
         while True:
             try:
                 await self.pipeline.accept(events)
@@ -294,7 +294,7 @@ class GrpcIngest:
             except Backpressure as exc:
                 if self._stopping:
                     # No waiting while stopping: what the pipeline cannot take now is counted as lost.
-                    self._hand_over_at_stop(events)
+                    self._report_lost(events, str(exc))
                     return
                 self._backpressure_started(str(exc), events[0])
                 try:
@@ -341,11 +341,14 @@ class GrpcIngest:
         try:
             self.pipeline.submit(events)
         except Backpressure as exc:
-            self.metrics.alerts_rejected.labels(TRANSPORT, "shutdown").inc(len(events))
-            for event in events:
-                self.log.error("alert_lost", reason="shutdown", error=str(exc), alert_id=event.id, rule=event.rule)
+            self._report_lost(events, str(exc))
             return
         self._received_total.inc(len(events))
+
+    def _report_lost(self, events: list[Event], error: str) -> None:
+        self.metrics.alerts_rejected.labels(TRANSPORT, "shutdown").inc(len(events))
+        for event in events:
+            self.log.error("alert_lost", reason="shutdown", error=error, alert_id=event.id, rule=event.rule)
 
     def _backpressure_started(self, reason: str, first_held: Event) -> None:
         if self._held_since is None:
