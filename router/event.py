@@ -229,25 +229,17 @@ _SECONDS_CACHE: dict[str, int] = {}
 _SECONDS_CACHE_MAX: Final = 4096
 
 
-# Seconds by the first 19 characters of a time in Falco's own form, 2023-11-14T22:13:20.123456789Z: most
-# alerts take this path, which skips the regular expression. A key only gets here after the full
-# parse validated a time that starts with it.
-_FALCO_FORM_SECONDS: dict[str, int] = {}
-
-
 def parse_time(text: str) -> int:
     """Parse an RFC 3339 time into nanoseconds since the epoch; digits past the ninth are truncated."""
+    # Falco's own form, 2023-11-14T22:13:20.123456789Z, skips the regular expression once its second is
+    # cached. The key is the one the full parse stores, which it stores only for a valid time.
     if len(text) == 30 and text[29] == "Z" and text[19] == ".":
         fraction = text[20:29]
         # isascii as well: isdigit alone accepts digits of other scripts, which int() would also read.
         if fraction.isdigit() and fraction.isascii():
-            seconds = _FALCO_FORM_SECONDS.get(text[:19])
-            if seconds is None:
-                seconds = _parse_time(text) // 1_000_000_000
-                if len(_FALCO_FORM_SECONDS) >= _SECONDS_CACHE_MAX:
-                    _FALCO_FORM_SECONDS.clear()
-                _FALCO_FORM_SECONDS[text[:19]] = seconds
-            return seconds * 1_000_000_000 + int(fraction)
+            seconds = _SECONDS_CACHE.get(text[:20] + "Z")
+            if seconds is not None:
+                return seconds * 1_000_000_000 + int(fraction)
     return _parse_time(text)
 
 
