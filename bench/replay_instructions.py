@@ -52,15 +52,15 @@ def run(options: Options) -> Result:  # the count does not vary, so options.roun
     config = write_config(null_output_config(http_listen=None))
     with tempfile.TemporaryDirectory(prefix="falco-router-bench-") as name:
         directory = Path(name)
-        many, one = make_file(ALERTS, directory), make_file(1, directory)
+        full_file, single_file = make_file(ALERTS, directory), make_file(1, directory)
         sides = {
             "router": [PYTHON, "-m", "router", "replay", "--config", str(config)],
             "reference": [PYTHON, "-c", REFERENCE_CODE],
         }
         per_alert = {}
         for side, args in sides.items():
-            full = _instructions([*args, str(many)], directory)
-            startup = _instructions([*args, str(one)], directory)
+            full = _instructions([*args, str(full_file)], directory)
+            startup = _instructions([*args, str(single_file)], directory)
             per_alert[side] = (full - startup) / (ALERTS - 1)
     result.metrics = {
         "router_instructions_per_alert": round(per_alert["router"]),

@@ -5,9 +5,9 @@ container allocations, a collection ran every few dozen alerts. Each older colle
 object alive since start-up: modules, the config, compiled rules, the Kubernetes cache. Replaying 200,000
 alerts spent about 2.5 µs per alert in the collector, an eighth of the pipeline's cost.
 
-Alerts are freed by reference counting as soon as every output has them; the collector only matters for
-the rare reference cycles (a failed task and its traceback, for example), which a larger threshold still
-collects, a little later.
+Alerts are freed by reference counting as soon as every output has them. The collector only matters for
+the rare reference cycles (a failed task and its traceback, for example), and a larger threshold still
+collects those, a little later.
 """
 
 from __future__ import annotations

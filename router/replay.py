@@ -121,8 +121,8 @@ def _parse_line(line: bytes) -> tuple[object, bool]:
     try:
         return loads(line), False
     except ValueError:
-        # Read as bytes, because decoding every line only to encode it again for the parser cost about
-        # a microsecond per alert; only a line the parser rejects pays for the repair.
+        # Lines are read as bytes, because decoding each one only to encode it again for the parser cost
+        # about a microsecond per alert. Only a line the parser rejects pays for the repair.
         repaired = line.decode("utf-8", errors="replace")
         if repaired.encode() == line:
             raise

@@ -68,7 +68,7 @@ def test_alert_ids_unique_across_blocks() -> None:
         "2023-05-25T13:44:05.-78445995Z",
     ],
 )
-def test_parse_time_falco_form_rejects_what_the_full_parse_rejects(text: str) -> None:
+def test_parse_time_fast_path_rejects_invalid(text: str) -> None:
     for _ in range(2):  # the second time, after any caching
         with pytest.raises(InvalidAlert):
             parse_time(text)

@@ -19,7 +19,7 @@ def restore_gc() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restore_gc")
-def test_tuning_freezes_start_up_state_and_raises_young_threshold() -> None:
+def test_tuning_freezes_and_raises_threshold() -> None:
     start_up_state = {"config": [1, 2, 3]}
     tune_for_throughput()
     assert gc.get_freeze_count() > 0

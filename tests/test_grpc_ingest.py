@@ -403,7 +403,7 @@ def test_server_gone_mid_stream_is_stream_closed() -> None:
 
 
 async def test_shutdown_while_held_counts_lost_alerts(falco: FalcoStandIn, socket_path: Path) -> None:
-    # The output never finishes and its queue rejects, so the reader holds a full batch at shutdown,
+    # The output never finishes and its queue rejects, so the reader keeps a full batch at shutdown,
     # with more alerts in the stream behind it. Falco cannot resend any of them: each one must be
     # delivered, or counted and logged as lost.
     queue = "    queue:\n      max_items: 2\n      overflow: reject\n"
@@ -434,7 +434,7 @@ async def test_shutdown_while_held_counts_lost_alerts(falco: FalcoStandIn, socke
 
 async def test_shutdown_reads_backlog_or_says_it_could_not(falco: FalcoStandIn, socket_path: Path) -> None:
     # A backlog still streaming at shutdown: with time enough, every alert Falco sent is read and
-    # delivered; with almost none, the unread rest cannot be counted, so the router must say so.
+    # delivered; with almost none, the unread rest cannot be counted, so the router must log that.
     backlog, _ = cycled_corpus(20 * BATCH_MAX_ALERTS)
     address = await falco.start_unix(socket_path)
     app, capture = await start_router(router_yaml(address))

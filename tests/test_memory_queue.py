@@ -14,7 +14,7 @@ def _deliveries(count: int) -> list[Delivery]:
     return [Delivery(parse_alert(loads(lines[i % len(lines)]))) for i in range(count)]
 
 
-def test_drop_oldest_by_item_count_returns_first_victim_and_reports_the_rest() -> None:
+def test_drop_oldest_by_item_count() -> None:
     reported: list[str] = []
     queue = MemoryQueue(
         3, "drop_oldest", name="out", report_drop=lambda _o, _r, alert_id, _rule: reported.append(alert_id)

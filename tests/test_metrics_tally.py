@@ -22,7 +22,7 @@ def test_tally_is_flushed_before_every_kind_of_read() -> None:
     assert b'falco_router_alerts_routed_total{route="all"} 10.0' in generate_latest(metrics.registry)
 
 
-def test_tally_adds_to_increments_made_on_the_counter_itself() -> None:
+def test_tally_adds_to_direct_increments() -> None:
     metrics = Metrics()
     child = metrics.delivered.labels("kafka")
     tally = metrics.tally(child)

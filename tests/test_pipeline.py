@@ -32,7 +32,7 @@ async def _queued_ids(queue: MemoryQueue) -> list[str]:
 
 
 async def test_accept_leaves_the_work_to_the_run_task() -> None:
-    # The ingest answers first: the stages and routing run after, in the pipeline's own task.
+    # The ingest returns first: the stages and routing run after, in the pipeline's own task.
     pipeline, queue, metrics = _pipeline()
     first, second = _alerts(2)
     await pipeline.accept([first, second])

@@ -72,7 +72,7 @@ def _alert(rule: str, tags: list[str] | None = None, **fields: object) -> dict:
 
 def test_cached_selection_tells_tags_apart() -> None:
     router = Router([route(tags=["mitre_execution"])])
-    for _ in range(2):  # the second round is answered from the cache
+    for _ in range(2):  # the second round is served from the cache
         assert router.plan(parse_alert(_alert("r", ["mitre_execution"])), ()).outputs == ["o"]
         assert router.plan(parse_alert(_alert("r", ["container"])), ()).outputs == []
         assert router.plan(parse_alert(_alert("r")), ()).outputs == []
@@ -85,7 +85,7 @@ def test_match_expression_is_evaluated_for_every_alert() -> None:
         assert router.plan(parse_alert(_alert("r", **{"proc.name": "bash"})), ()).outputs == []
 
 
-def test_annotations_still_hold_back_after_a_cached_plain_plan() -> None:
+def test_cached_plan_still_holds_back_suppressed() -> None:
     router = Router([route()])
     assert router.plan(parse_alert(_alert("r")), {"o"}).outputs == ["o"]
     suppressed = parse_alert(_alert("r"))

@@ -54,8 +54,9 @@ class Output(abc.ABC):
     max_batch: int = 1
     """How many alerts the delivery loop hands to ``send_batch`` at once. An output may set it per instance."""
     waits_on_io: bool = True
-    """False when ``send_batch`` never waits (a write to a local stream): the delivery loop then skips its
-    attempt timeout, which cost about 4 µs per attempt, an attempt per alert under a sequential sender."""
+    """Whether ``send_batch`` can wait on I/O. Set False only for an output that never waits (a write to a
+    local stream): the delivery loop then skips its attempt timeout (about 4 µs per attempt), so it could
+    not cut a hung attempt of that output."""
 
     def __init__(self, name: str, config: Any) -> None:
         self.name = name

@@ -75,7 +75,7 @@ async def test_each_key_keeps_arrival_order(tansu: TansuBroker) -> None:
 
 
 async def test_oversized_batch_split_in_order(tansu: TansuBroker) -> None:
-    # Each alert is about 0.5 KiB, so a 4 KiB batch holds about seven and 50 alerts need several batches.
+    # Each alert is about 0.5 KiB, so a 4 KiB batch takes about seven and 50 alerts need several batches.
     await tansu.create_topic("split", partitions=2)
     events = [alert(seq, HOSTS[seq % 2]) for seq in range(50)]
     output = make_output(kafka_config(tansu, "split", "\n    max_batch_bytes: 4096"))
